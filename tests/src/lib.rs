@@ -1,0 +1,1 @@
+//! Shared kit for the end-to-end tests (image builders, ground truth).

@@ -1,0 +1,1 @@
+//! PLACEHOLDER: a mounted directory as a filesystem.

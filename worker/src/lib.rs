@@ -1,0 +1,17 @@
+//! The agentless scanner's library: read a disk image, block device or
+//! snapshot, find its partitions and filesystems, parse them in user space,
+//! run the detectors in parallel and produce one report.
+//!
+//! Data flows one way, and the modules follow it:
+//! [`block`] → [`partition`] → [`fs`] → [`detect`] → [`report`], tied
+//! together by [`scan()`].
+#![deny(missing_docs)]
+
+pub mod block;
+pub mod detect;
+pub mod fs;
+pub mod partition;
+pub mod report;
+mod scan;
+
+pub use scan::{DEFAULT_MAX_FILE_SIZE, ScanError, ScanOptions, ScanProgress, scan};

@@ -1,0 +1,193 @@
+//! The `worker` binary: `worker scan TARGET...` scans disk images or block
+//! devices from a shell. Thin: parsing arguments, logging and output only;
+//! the pipeline lives in the library.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use worker::block::{BlockSource, FileSource};
+use worker::report::{Report, cyclonedx, table};
+use worker::{ScanOptions, scan};
+
+/// Agentless scanner: reads disks in user space and reports their OS and packages.
+#[derive(Parser, Debug)]
+#[command(name = "worker", version, about)]
+struct Cli {
+    /// More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Scan disk images or block devices and print one report per target.
+    Scan(ScanArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ScanArgs {
+    /// Disk image files or block devices (several give a JSON array of reports).
+    #[arg(required = true)]
+    targets: Vec<PathBuf>,
+    /// Output format (default: table on a terminal, JSON otherwise).
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// Write the report to FILE instead of standard output.
+    #[arg(long, short, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Largest file a detector may read (package databases), in MiB.
+    #[arg(long, default_value_t = 512, value_name = "MIB")]
+    max_file_mib: u64,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Table,
+    Json,
+    Cyclonedx,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return if err.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_tracing(cli.verbose);
+    match cli.command {
+        Command::Scan(args) => run_scan(&args),
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run_scan(args: &ScanArgs) -> ExitCode {
+    let to_terminal = args.output.is_none() && std::io::stdout().is_terminal();
+    let format = args.format.unwrap_or(if to_terminal {
+        Format::Table
+    } else {
+        Format::Json
+    });
+    let mut reports = Vec::new();
+    let mut failed = false;
+    for target in &args.targets {
+        match scan_target(target, args) {
+            Ok(report) => reports.push(report),
+            Err(err) => {
+                eprintln!("error: {err}");
+                failed = true;
+            }
+        }
+    }
+    if reports.is_empty() {
+        return ExitCode::from(1);
+    }
+    let rendered = match render(&reports, format) {
+        Ok(text) => text,
+        Err(err) => {
+            eprintln!("error: rendering the report: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    let written = match &args.output {
+        Some(path) => std::fs::write(path, rendered.as_bytes())
+            .map_err(|err| anyhow::anyhow!("writing {}: {err}", path.display())),
+        None => std::io::stdout()
+            .lock()
+            .write_all(rendered.as_bytes())
+            .map_err(|err| anyhow::anyhow!("writing to standard output: {err}")),
+    };
+    if let Err(err) = written {
+        eprintln!("error: {err}");
+        return ExitCode::from(1);
+    }
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn scan_target(target: &std::path::Path, args: &ScanArgs) -> anyhow::Result<Report> {
+    let source: Arc<dyn BlockSource> = Arc::new(FileSource::open(target)?);
+    let bar = progress_bar();
+    let callback_bar = bar.clone();
+    let options = ScanOptions {
+        max_file_size: args.max_file_mib.saturating_mul(1024 * 1024),
+        on_progress: Some(Arc::new(move |event| match event {
+            worker::ScanProgress::Planned { steps, .. } => callback_bar.set_length(steps),
+            worker::ScanProgress::Step { message } => {
+                callback_bar.inc(1);
+                callback_bar.set_message(message);
+            }
+        })),
+    };
+    let name = target.display().to_string();
+    tracing::info!(target = %name, size = source.size(), "scanning");
+    let result = scan(source, &name, &options);
+    bar.finish_and_clear();
+    let report = result?;
+    tracing::info!(
+        target = %name,
+        volumes = report.volumes.len(),
+        bytes_read = report.stats.bytes_read,
+        duration_ms = report.stats.duration_ms,
+        "scanned"
+    );
+    Ok(report)
+}
+
+/// A bar on stderr when it is a terminal; hidden otherwise (logs carry progress).
+fn progress_bar() -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0);
+    if let Ok(style) = ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.enable_steady_tick(std::time::Duration::from_millis(100));
+    bar
+}
+
+fn render(reports: &[Report], format: Format) -> anyhow::Result<String> {
+    Ok(match (format, reports) {
+        (Format::Table, _) => reports
+            .iter()
+            .map(table::render)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        (Format::Json, [one]) => serde_json::to_string_pretty(one)? + "\n",
+        (Format::Json, many) => serde_json::to_string_pretty(many)? + "\n",
+        (Format::Cyclonedx, [one]) => serde_json::to_string_pretty(&cyclonedx::bom(one))? + "\n",
+        (Format::Cyclonedx, many) => {
+            let boms: Vec<_> = many.iter().map(cyclonedx::bom).collect();
+            serde_json::to_string_pretty(&boms)? + "\n"
+        }
+    })
+}
