@@ -8,6 +8,7 @@
 
 mod counted;
 mod file;
+mod memory;
 mod slice;
 
 use std::fmt;
@@ -16,6 +17,7 @@ use std::path::PathBuf;
 
 pub use counted::Counted;
 pub use file::FileSource;
+pub use memory::Memory;
 pub use slice::Slice;
 
 /// Read-only random access to a disk, partition or snapshot, shared by every
