@@ -8,7 +8,7 @@
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::{DirEntry, FileType, Filesystem, FsError, Metadata};
 
