@@ -13,5 +13,8 @@ pub mod fs;
 pub mod partition;
 pub mod report;
 mod scan;
+pub mod walk;
 
-pub use scan::{DEFAULT_MAX_FILE_SIZE, ScanError, ScanOptions, ScanProgress, scan};
+pub use scan::{
+    DEFAULT_MAX_FILE_SIZE, Region, ScanError, ScanOptions, ScanProgress, regions, scan,
+};

@@ -101,23 +101,10 @@ pub fn scan(
     let counted = Arc::new(Counted::new(source));
     let disk: Arc<dyn BlockSource> = counted.clone();
 
-    let table = partition::read_partitions(&*disk).map_err(|source| ScanError::Unreadable {
+    let (regions, warnings) = regions(&disk).map_err(|source| ScanError::Unreadable {
         target: target.to_string(),
         source,
     })?;
-    let regions: Vec<(Option<&Partition>, Arc<dyn BlockSource>)> = if table.scheme.is_none() {
-        vec![(None, Arc::clone(&disk))]
-    } else {
-        table
-            .partitions
-            .iter()
-            .map(|p| {
-                let slice: Arc<dyn BlockSource> =
-                    Arc::new(Slice::new(Arc::clone(&disk), p.start, p.size));
-                (Some(p), slice)
-            })
-            .collect()
-    };
     let steps = u64::try_from(
         regions
             .len()
@@ -131,7 +118,7 @@ pub fn scan(
 
     let volumes = regions
         .into_par_iter()
-        .map(|(partition, region)| scan_volume(partition, region, options))
+        .map(|(partition, region)| scan_volume(partition.as_ref(), region, options))
         .collect();
 
     Ok(Report {
@@ -139,12 +126,38 @@ pub fn scan(
         target: target.to_string(),
         target_size: disk.size(),
         volumes,
-        errors: table.warnings,
+        errors: warnings,
         stats: Stats {
             bytes_read: counted.bytes_read(),
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         },
     })
+}
+
+/// A partition (or the whole disk when it has no table) and its bytes.
+pub type Region = (Option<Partition>, Arc<dyn BlockSource>);
+
+/// The regions of `disk` that may hold a filesystem, in disk order, and the
+/// partition table's warnings.
+///
+/// # Errors
+/// [`PartitionError`] when the partition table cannot be read at all.
+pub fn regions(disk: &Arc<dyn BlockSource>) -> Result<(Vec<Region>, Vec<String>), PartitionError> {
+    let table = partition::read_partitions(&**disk)?;
+    let regions = if table.scheme.is_none() {
+        vec![(None, Arc::clone(disk))]
+    } else {
+        table
+            .partitions
+            .into_iter()
+            .map(|p| {
+                let slice: Arc<dyn BlockSource> =
+                    Arc::new(Slice::new(Arc::clone(disk), p.start, p.size));
+                (Some(p), slice)
+            })
+            .collect()
+    };
+    Ok((regions, table.warnings))
 }
 
 /// Probe one region and, when it holds a filesystem we read, run every

@@ -65,6 +65,9 @@ pub struct Probe {
     pub label: Option<String>,
     /// For ext2/3/4: which of the three, as `blkid` would say.
     pub variant: Option<&'static str>,
+    /// Inodes in use, from the superblock, where the format records it: a
+    /// bound for walks (no valid tree has more directories than this).
+    pub inodes_used: Option<u64>,
 }
 
 /// How many leading bytes the probe reads: enough for every magic above
@@ -93,6 +96,7 @@ pub fn probe_bytes(head: &[u8]) -> Option<Probe> {
         uuid: None,
         label: None,
         variant: None,
+        inodes_used: None,
     };
 
     if at(0, 6) == Some(b"LUKS\xba\xbe") {
@@ -129,7 +133,11 @@ pub fn probe_bytes(head: &[u8]) -> Option<Probe> {
         } else {
             "ext2"
         };
+        let inodes_used = le32(0x00)
+            .zip(le32(0x10))
+            .map(|(count, free)| u64::from(count.saturating_sub(free)));
         return Some(Probe {
+            inodes_used,
             uuid: at(1024 + 0x68, 16).map(format_uuid),
             label: at(1024 + 0x78, 16).map(c_string).filter(|l| !l.is_empty()),
             variant: Some(variant),
