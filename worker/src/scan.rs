@@ -253,7 +253,9 @@ fn scan_volume(
             || volume.open(),
             |fs, detector| {
                 let result = match fs {
-                    Ok(fs) => detector.detect(fs.as_ref()).map_err(|err| err.to_string()),
+                    Ok(fs) => detector
+                        .detect(&fs::Capped::new(fs.as_ref(), options.max_file_size))
+                        .map_err(|err| err.to_string()),
                     Err(err) => Err(format!(
                         "{}: opening the filesystem: {err}",
                         detector.name()

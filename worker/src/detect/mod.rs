@@ -1,10 +1,10 @@
 //! Detectors: each reads a few paths from a filesystem and tells what it
 //! found. They are independent and run in parallel on one volume.
 
-mod apk;
-mod dpkg;
-mod os_release;
-mod rpm;
+pub mod apk;
+pub mod dpkg;
+pub mod os_release;
+pub mod rpm;
 
 use crate::fs::{Filesystem, FsError};
 

@@ -5,6 +5,7 @@
 //! rayon thread (filesystem readers keep caches that need not be shared).
 //! Untrusted bytes never reach the kernel: every reader here parses them.
 
+mod capped;
 mod ext4;
 pub mod host;
 mod probe;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 
 use crate::block::BlockSource;
 
+pub use capped::Capped;
 pub use probe::{FsKind, Probe, probe};
 
 /// What kind of object a path names.
@@ -196,7 +198,7 @@ impl fmt::Debug for Volume {
 }
 
 impl Volume {
-    /// A volume of `kind` on `source` (usually from [`probe`]).
+    /// A volume of `kind` on `source` (usually from [`probe()`]).
     pub fn new(source: Arc<dyn BlockSource>, kind: FsKind) -> Self {
         Self { source, kind }
     }

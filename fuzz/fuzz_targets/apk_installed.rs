@@ -1,0 +1,8 @@
+//! The apk installed parser on arbitrary bytes.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = worker::detect::apk::parse_installed(data);
+});
