@@ -10,11 +10,16 @@
 //!
 //! Its `Ext4` handle uses `Rc`, so it is `!Send`: the [`Volume`](super::Volume)
 //! opens one per rayon thread, each reading through the shared block source.
+//!
+//! Paths are resolved by [`super::resolve`], never by `ext4-view`: it would
+//! follow a symlink by allocating the link's recorded size, which a corrupt
+//! inode sets to gigabytes. `ext4-view` is only handed symlink-free paths.
 
 use std::sync::Arc;
 
 use ext4_view::{Ext4, Ext4Error, Ext4Read};
 
+use super::resolve::{self, KnownDirs, Lookup};
 use super::{DirEntry, FileType, Filesystem, FsError, Metadata};
 use crate::block::BlockSource;
 
@@ -38,6 +43,7 @@ impl Ext4Read for SourceReader {
 /// One open ext2/3/4 filesystem (not `Send`; open one per thread).
 pub struct Ext4Fs {
     inner: Ext4,
+    known: Arc<KnownDirs>,
 }
 
 impl Ext4Fs {
@@ -47,10 +53,30 @@ impl Ext4Fs {
     /// # Errors
     /// [`FsError::Unsupported`] for incompatible features, [`FsError::Corrupt`]
     /// for damaged metadata, [`FsError::Io`] when the source fails.
-    pub fn open(source: Arc<dyn BlockSource>) -> Result<Self, FsError> {
+    pub fn open(source: Arc<dyn BlockSource>, known: Arc<KnownDirs>) -> Result<Self, FsError> {
         let inner = Ext4::load(Box::new(SourceReader(source)))
             .map_err(|err| convert_error(err, "ext4 superblock"))?;
-        Ok(Self { inner })
+        Ok(Self { inner, known })
+    }
+
+    fn resolve(&self, path: &str, follow_last: bool) -> Result<String, FsError> {
+        resolve::resolve(self, &self.known, path, follow_last)
+    }
+}
+
+impl Lookup for Ext4Fs {
+    fn lstat(&self, path: &str) -> Result<Metadata, FsError> {
+        self.inner
+            .symlink_metadata(path)
+            .map(|m| convert_metadata(&m))
+            .map_err(|err| convert_error(err, path))
+    }
+
+    fn link_target(&self, path: &str) -> Result<String, FsError> {
+        self.inner
+            .read_link(path)
+            .map(|target| String::from_utf8_lossy(target.as_ref()).into_owned())
+            .map_err(|err| convert_error(err, path))
     }
 }
 
@@ -106,9 +132,10 @@ fn convert_metadata(metadata: &ext4_view::Metadata) -> Metadata {
 
 impl Filesystem for Ext4Fs {
     fn read_dir(&self, path: &str) -> Result<Vec<DirEntry>, FsError> {
+        let canonical = self.resolve(path, true)?;
         let entries = self
             .inner
-            .read_dir(path)
+            .read_dir(canonical.as_str())
             .map_err(|err| convert_error(err, path))?;
         let mut listing = Vec::new();
         for entry in entries {
@@ -122,6 +149,15 @@ impl Filesystem for Ext4Fs {
                 .file_type()
                 .map(convert_type)
                 .map_err(|err| convert_error(err, &format!("{path}/{name}")))?;
+            // The entry's type byte can lie; a directory is remembered as
+            // one (so later lookups skip it) only when its inode agrees.
+            if file_type == FileType::Dir
+                && entry
+                    .metadata()
+                    .is_ok_and(|m| convert_type(m.file_type()) == FileType::Dir)
+            {
+                self.known.insert(&resolve::join(&canonical, &name));
+            }
             listing.push(DirEntry { name, file_type });
         }
         listing.sort_by(|a, b| a.name.cmp(&b.name));
@@ -129,23 +165,20 @@ impl Filesystem for Ext4Fs {
     }
 
     fn symlink_metadata(&self, path: &str) -> Result<Metadata, FsError> {
-        self.inner
-            .symlink_metadata(path)
-            .map(|m| convert_metadata(&m))
-            .map_err(|err| convert_error(err, path))
+        let canonical = self.resolve(path, false)?;
+        self.lstat(&canonical)
     }
 
     fn metadata(&self, path: &str) -> Result<Metadata, FsError> {
-        self.inner
-            .metadata(path)
-            .map(|m| convert_metadata(&m))
-            .map_err(|err| convert_error(err, path))
+        let canonical = self.resolve(path, true)?;
+        self.lstat(&canonical)
     }
 
     fn read(&self, path: &str, limit: u64) -> Result<Vec<u8>, FsError> {
+        let canonical = self.resolve(path, true)?;
         let mut file = self
             .inner
-            .open(path)
+            .open(canonical.as_str())
             .map_err(|err| convert_error(err, path))?;
         let size = file.metadata().len();
         if size > limit {
@@ -175,9 +208,23 @@ impl Filesystem for Ext4Fs {
     }
 
     fn read_link(&self, path: &str) -> Result<String, FsError> {
-        self.inner
-            .read_link(path)
-            .map(|target| String::from_utf8_lossy(target.as_ref()).into_owned())
-            .map_err(|err| convert_error(err, path))
+        let canonical = self.resolve(path, false)?;
+        let metadata = self.lstat(&canonical)?;
+        if metadata.file_type != FileType::Symlink {
+            return Err(FsError::NotASymlink {
+                path: path.to_string(),
+            });
+        }
+        if metadata.len > resolve::MAX_LINK_LEN {
+            return Err(FsError::Corrupt {
+                what: format!("symlink {path}"),
+                detail: format!(
+                    "target length {} is over {} bytes",
+                    metadata.len,
+                    resolve::MAX_LINK_LEN
+                ),
+            });
+        }
+        self.link_target(&canonical)
     }
 }

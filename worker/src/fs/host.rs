@@ -1,19 +1,16 @@
 //! A directory on the host as a [`Filesystem`]: a volume the kernel mounted
 //! (attach mode, for filesystems we do not parse) and fixture trees in tests.
 //!
-//! Paths resolve component by component with `lstat`, and symlinks resolve
-//! inside the root, never out of it: an absolute target starts again at the
-//! root, `..` stops there, and more than [`MAX_SYMLINKS`] links is an error.
+//! Paths resolve as in an image (see [`super::resolve`]): component by
+//! component with `lstat`, and symlinks inside the root, never out of it.
 
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 
+use super::resolve::{self, KnownDirs, Lookup};
 use super::{DirEntry, FileType, Filesystem, FsError, Metadata};
-
-/// Symlinks followed while resolving one path, as Linux's `MAXSYMLINKS`.
-pub const MAX_SYMLINKS: u32 = 40;
 
 /// A directory tree treated as a filesystem root.
 #[derive(Debug, Clone)]
@@ -27,63 +24,33 @@ impl HostFs {
         Self { root: root.into() }
     }
 
-    /// Resolve `path` to a host path under the root, following symlinks in
-    /// every component (and the last one too when `follow_last`).
+    /// Resolve `path` (see [`super::resolve`]) to a host path under the root.
     fn resolve(&self, path: &str, follow_last: bool) -> Result<PathBuf, FsError> {
-        let mut links = 0u32;
-        // Components still to walk, in reverse order (a stack).
-        let mut pending: Vec<String> = split(path).rev().collect();
-        // The resolved components so far, relative to the root.
-        let mut resolved: Vec<String> = Vec::new();
-        while let Some(component) = pending.pop() {
-            match component.as_str() {
-                "." => continue,
-                ".." => {
-                    resolved.pop();
-                    continue;
-                }
-                _ => {}
-            }
-            let candidate = self.host_path(&resolved).join(&component);
-            let is_last = pending.is_empty();
-            let metadata = fs::symlink_metadata(&candidate).map_err(|err| io_error(err, path))?;
-            if metadata.file_type().is_symlink() && (!is_last || follow_last) {
-                links += 1;
-                if links > MAX_SYMLINKS {
-                    return Err(FsError::TooManySymlinks {
-                        path: path.to_string(),
-                    });
-                }
-                let target = fs::read_link(&candidate).map_err(|err| io_error(err, path))?;
-                let target = target.to_string_lossy().into_owned();
-                if target.starts_with('/') {
-                    resolved.clear();
-                }
-                pending.extend(split(&target).rev());
-                continue;
-            }
-            if !is_last && !metadata.is_dir() {
-                return Err(FsError::NotADirectory {
-                    path: path.to_string(),
-                });
-            }
-            resolved.push(component);
-        }
-        Ok(self.host_path(&resolved))
+        // No cache across calls: a mounted tree may change under us.
+        let canonical = resolve::resolve(self, &KnownDirs::default(), path, follow_last)?;
+        Ok(self.host_path(&canonical))
     }
 
-    fn host_path(&self, components: &[String]) -> PathBuf {
+    /// The host path of a canonical in-filesystem path.
+    fn host_path(&self, canonical: &str) -> PathBuf {
         let mut host = self.root.clone();
-        host.extend(components);
+        host.extend(canonical.split('/').filter(|c| !c.is_empty()));
         host
     }
 }
 
-/// The non-empty components of `path`.
-fn split(path: &str) -> impl DoubleEndedIterator<Item = String> + '_ {
-    path.split('/')
-        .filter(|c| !c.is_empty())
-        .map(str::to_string)
+impl Lookup for HostFs {
+    fn lstat(&self, path: &str) -> Result<Metadata, FsError> {
+        fs::symlink_metadata(self.host_path(path))
+            .map(|m| convert_metadata(&m))
+            .map_err(|err| io_error(err, path))
+    }
+
+    fn link_target(&self, path: &str) -> Result<String, FsError> {
+        fs::read_link(self.host_path(path))
+            .map(|t| t.to_string_lossy().into_owned())
+            .map_err(|err| io_error(err, path))
+    }
 }
 
 fn io_error(err: io::Error, path: &str) -> FsError {

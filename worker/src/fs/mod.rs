@@ -9,6 +9,7 @@ mod capped;
 mod ext4;
 pub mod host;
 mod probe;
+pub mod resolve;
 
 use std::fmt;
 use std::sync::Arc;
@@ -186,6 +187,8 @@ impl FsError {
 pub struct Volume {
     source: Arc<dyn BlockSource>,
     kind: FsKind,
+    /// Directories already resolved, shared by every reader of this volume.
+    known_dirs: Arc<resolve::KnownDirs>,
 }
 
 impl fmt::Debug for Volume {
@@ -200,7 +203,11 @@ impl fmt::Debug for Volume {
 impl Volume {
     /// A volume of `kind` on `source` (usually from [`probe()`]).
     pub fn new(source: Arc<dyn BlockSource>, kind: FsKind) -> Self {
-        Self { source, kind }
+        Self {
+            source,
+            kind,
+            known_dirs: Arc::default(),
+        }
     }
 
     /// The filesystem kind.
@@ -215,7 +222,10 @@ impl Volume {
     /// the reader found wrong with the superblock and what it loads first.
     pub fn open(&self) -> Result<Box<dyn Filesystem>, FsError> {
         match self.kind {
-            FsKind::Ext4 => Ok(Box::new(ext4::Ext4Fs::open(Arc::clone(&self.source))?)),
+            FsKind::Ext4 => Ok(Box::new(ext4::Ext4Fs::open(
+                Arc::clone(&self.source),
+                Arc::clone(&self.known_dirs),
+            )?)),
             other => Err(FsError::Unsupported {
                 feature: format!("{} filesystem", other.name()),
             }),
