@@ -22,3 +22,5 @@ mod journal;
 mod mbr;
 #[path = "e2e/packages.rs"]
 mod packages;
+#[path = "e2e/walk.rs"]
+mod walk;
