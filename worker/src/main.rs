@@ -37,7 +37,7 @@ enum Command {
 struct WalkArgs {
     /// A disk image file or block device.
     target: PathBuf,
-    /// Threads, each with its own open filesystem (default: CPUs, at least 2).
+    /// Threads listing directories at once (default 16: a walk waits on reads).
     #[arg(long)]
     threads: Option<usize>,
 }

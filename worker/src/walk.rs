@@ -4,29 +4,34 @@
 //! `mount` + `find` and The Sleuth Kit's `fls -r`); later detectors that look
 //! at every file (secrets, risky configuration) build on it.
 //!
-//! Filesystem readers are not `Send`, so this is the ripgrep `ignore` pattern
-//! rather than rayon: a fixed set of threads, each with its own open
-//! filesystem, sharing one queue of directories. The output is counts, so it
-//! is the same whatever order the threads run in.
+//! Two listers feed one engine. On ext4 without a journal to replay, the
+//! directories are listed by inode number ([`Ext4Dirs`]): each directory is
+//! read once and a directory inode reached twice (a hard link to a
+//! directory, which only a damaged or hostile image has) is reported and not
+//! entered again. Otherwise the walk goes through the path-based
+//! [`Filesystem`] seam (where `ext4-view` replays the journal), and a cap on
+//! the directories entered — the caller passes the filesystem's inodes in
+//! use, since a valid tree has no more directories than that — ends a loop
+//! as "truncated" instead of letting it run on.
 //!
-//! Bounded on hostile input: depth, path length, the number of entries and
-//! the number of directories entered are capped. A valid filesystem has no
-//! hard link to a directory, so a walk enters each directory once and never
-//! more directories than the filesystem has inodes in use; the caller passes
-//! that count (from the superblock) as `max_directories`, so a directory
-//! that contains itself, however often, ends the walk as "truncated" instead
-//! of looping or blowing up exponentially. (`ext4-view` does not expose inode
-//! numbers, which would let us recognise the repeat itself.)
+//! Filesystem readers are not `Send`, so this is the ripgrep `ignore`
+//! pattern rather than rayon: a fixed set of threads, each with its own
+//! lister, sharing one queue of directories. The output is counts and sorted
+//! errors, so it is the same whatever order the threads run in. Depth, path
+//! length and the number of entries are capped as well.
 
-use std::collections::VecDeque;
-use std::sync::{Condvar, Mutex};
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Condvar, Mutex, PoisonError};
 
-use crate::fs::{FileType, FsError, Volume};
+use crate::fs::resolve::join;
+use crate::fs::{Ext4Dirs, FileType, Filesystem, FsError, FsKind, Volume};
 
 /// Limits of one walk.
 #[derive(Debug, Clone)]
 pub struct WalkOptions {
-    /// Worker threads (each opens the filesystem once).
+    /// Worker threads (each opens the filesystem once). A walk waits on
+    /// reads far more than it computes, so this is about reads in flight,
+    /// not cores.
     pub threads: usize,
     /// Deepest directory level entered (the root is 0).
     pub max_depth: usize,
@@ -42,7 +47,8 @@ pub struct WalkOptions {
 impl Default for WalkOptions {
     fn default() -> Self {
         Self {
-            threads: std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
+            // Measured on a cold /usr image: 2 threads 1.2 s, 8 0.5 s, 16 0.36 s.
+            threads: 16,
             max_depth: 256,
             max_path_len: 4096,
             max_entries: 50_000_000,
@@ -54,6 +60,8 @@ impl Default for WalkOptions {
 /// What a walk counted.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct WalkSummary {
+    /// How directories were listed: `inode` or `path`.
+    pub method: &'static str,
     /// Directories, the root included.
     pub directories: u64,
     /// Regular files.
@@ -62,15 +70,65 @@ pub struct WalkSummary {
     pub symlinks: u64,
     /// Devices, FIFOs and sockets.
     pub special: u64,
-    /// Directories that could not be read, each naming the path and why.
+    /// Directories that could not be read or were not entered, each naming
+    /// the path and why.
     pub errors: Vec<String>,
     /// True when a limit stopped the walk early.
     pub truncated: bool,
 }
 
+/// A directory to list.
 struct Job {
     path: String,
+    inode: Option<u64>,
     depth: usize,
+}
+
+/// One entry of a listing.
+struct Child {
+    name: String,
+    file_type: FileType,
+    inode: Option<u64>,
+}
+
+/// Lists one directory; one per thread.
+trait Lister {
+    fn list(&self, job: &Job) -> Result<Vec<Child>, FsError>;
+}
+
+struct InodeLister<'a>(&'a Ext4Dirs);
+
+impl Lister for InodeLister<'_> {
+    fn list(&self, job: &Job) -> Result<Vec<Child>, FsError> {
+        let inode = job.inode.unwrap_or_else(|| self.0.root());
+        Ok(self
+            .0
+            .list(inode, &job.path)?
+            .into_iter()
+            .map(|e| Child {
+                name: e.name,
+                file_type: e.file_type,
+                inode: Some(e.inode),
+            })
+            .collect())
+    }
+}
+
+struct PathLister(Box<dyn Filesystem>);
+
+impl Lister for PathLister {
+    fn list(&self, job: &Job) -> Result<Vec<Child>, FsError> {
+        Ok(self
+            .0
+            .read_dir(&job.path)?
+            .into_iter()
+            .map(|e| Child {
+                name: e.name,
+                file_type: e.file_type,
+                inode: None,
+            })
+            .collect())
+    }
 }
 
 struct Queue {
@@ -79,6 +137,8 @@ struct Queue {
     active: usize,
     /// Directories queued so far, the root included.
     entered: u64,
+    /// Directory inodes queued so far (inode listing only).
+    seen: HashSet<u64>,
     /// A limit was hit: no more directories are queued.
     stopped: bool,
     summary: WalkSummary,
@@ -90,18 +150,47 @@ struct Queue {
 /// [`FsError`] when the filesystem cannot be opened or its root read; errors
 /// below the root are collected in [`WalkSummary::errors`].
 pub fn walk(volume: &Volume, options: &WalkOptions) -> Result<WalkSummary, FsError> {
-    let root_fs = volume.open()?;
-    root_fs.read_dir("/")?;
-    drop(root_fs);
+    let by_inode = match volume.kind() {
+        FsKind::Ext4 => Ext4Dirs::open(std::sync::Arc::clone(volume.source())).ok(),
+        _ => None,
+    };
+    match &by_inode {
+        Some(dirs) => {
+            let root = dirs.root();
+            dirs.list(root, "/")?;
+            run(options, "inode", Some(root), &|| {
+                Ok(Box::new(InodeLister(dirs)))
+            })
+        }
+        None => {
+            volume.open()?.read_dir("/")?;
+            run(options, "path", None, &|| {
+                Ok(Box::new(PathLister(volume.open()?)))
+            })
+        }
+    }
+}
+
+type MakeLister<'a> = dyn Fn() -> Result<Box<dyn Lister + 'a>, FsError> + Sync + 'a;
+
+fn run(
+    options: &WalkOptions,
+    method: &'static str,
+    root: Option<u64>,
+    make_lister: &MakeLister<'_>,
+) -> Result<WalkSummary, FsError> {
     let state = Mutex::new(Queue {
         jobs: VecDeque::from([Job {
             path: "/".to_string(),
+            inode: root,
             depth: 0,
         }]),
         active: 0,
         entered: 1,
+        seen: root.into_iter().collect(),
         stopped: false,
         summary: WalkSummary {
+            method,
             directories: 1,
             ..WalkSummary::default()
         },
@@ -109,24 +198,27 @@ pub fn walk(volume: &Volume, options: &WalkOptions) -> Result<WalkSummary, FsErr
     let wake = Condvar::new();
     std::thread::scope(|scope| {
         for _ in 0..options.threads.max(1) {
-            scope.spawn(|| walk_thread(volume, options, &state, &wake));
+            scope.spawn(|| walk_thread(make_lister, options, &state, &wake));
         }
     });
-    let queue = state
+    let mut summary = state
         .into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut summary = queue.summary;
+        .unwrap_or_else(PoisonError::into_inner)
+        .summary;
     summary.errors.sort();
     Ok(summary)
 }
 
-fn walk_thread(volume: &Volume, options: &WalkOptions, state: &Mutex<Queue>, wake: &Condvar) {
-    let fs = volume.open();
+fn walk_thread(
+    make_lister: &MakeLister<'_>,
+    options: &WalkOptions,
+    state: &Mutex<Queue>,
+    wake: &Condvar,
+) {
+    let lister = make_lister();
     loop {
         let job = {
-            let mut queue = state
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut queue = state.lock().unwrap_or_else(PoisonError::into_inner);
             loop {
                 if let Some(job) = queue.jobs.pop_front() {
                     queue.active += 1;
@@ -135,9 +227,7 @@ fn walk_thread(volume: &Volume, options: &WalkOptions, state: &Mutex<Queue>, wak
                 if queue.active == 0 {
                     break None;
                 }
-                queue = wake
-                    .wait(queue)
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                queue = wake.wait(queue).unwrap_or_else(PoisonError::into_inner);
             }
         };
         let Some(job) = job else {
@@ -146,44 +236,53 @@ fn walk_thread(volume: &Volume, options: &WalkOptions, state: &Mutex<Queue>, wak
         };
         let mut found = WalkSummary::default();
         let mut children = Vec::new();
-        match &fs {
-            Err(err) => found
-                .errors
-                .push(format!("{}: opening the filesystem: {err}", job.path)),
-            Ok(fs) => match fs.read_dir(&job.path) {
-                Err(err) => found.errors.push(err.to_string()),
-                Ok(entries) => {
-                    for entry in entries {
-                        match entry.file_type {
-                            FileType::Dir => {
-                                found.directories += 1;
-                                let path = child_path(&job.path, &entry.name);
-                                if job.depth >= options.max_depth
-                                    || path.len() > options.max_path_len
-                                {
-                                    found.truncated = true;
-                                    found.errors.push(format!("{path}: not entered: too deep"));
-                                    continue;
-                                }
-                                children.push(Job {
-                                    path,
-                                    depth: job.depth + 1,
-                                });
+        let listing = match &lister {
+            Ok(lister) => lister.list(&job),
+            Err(err) => Err(FsError::Io {
+                what: job.path.clone(),
+                detail: format!("opening the filesystem: {err}"),
+            }),
+        };
+        match listing {
+            Err(err) => found.errors.push(format!("{}: {err}", job.path)),
+            Ok(entries) => {
+                for entry in entries {
+                    match entry.file_type {
+                        FileType::Dir => {
+                            found.directories += 1;
+                            let path = join(&job.path, &entry.name);
+                            if job.depth >= options.max_depth || path.len() > options.max_path_len {
+                                found.truncated = true;
+                                found.errors.push(format!("{path}: not entered: too deep"));
+                                continue;
                             }
-                            FileType::File => {
-                                found.files += 1;
-                            }
-                            FileType::Symlink => found.symlinks += 1,
-                            FileType::Special => found.special += 1,
+                            children.push(Job {
+                                path,
+                                inode: entry.inode,
+                                depth: job.depth + 1,
+                            });
                         }
+                        FileType::File => found.files += 1,
+                        FileType::Symlink => found.symlinks += 1,
+                        FileType::Special => found.special += 1,
                     }
                 }
-            },
+            }
         }
-        let mut queue = state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let summary = &mut queue.summary;
+        let mut queue = state.lock().unwrap_or_else(PoisonError::into_inner);
+        // A directory inode already queued is a hard link to a directory:
+        // count the entry, do not walk it twice.
+        let Queue { seen, summary, .. } = &mut *queue;
+        children.retain(|child| match child.inode {
+            Some(inode) if !seen.insert(inode) => {
+                summary.errors.push(format!(
+                    "{}: not entered: directory inode {inode} is already walked (a hard link to a directory)",
+                    child.path
+                ));
+                false
+            }
+            _ => true,
+        });
         summary.directories += found.directories;
         summary.files += found.files;
         summary.symlinks += found.symlinks;
@@ -211,13 +310,5 @@ fn walk_thread(volume: &Volume, options: &WalkOptions, state: &Mutex<Queue>, wak
         queue.active -= 1;
         drop(queue);
         wake.notify_all();
-    }
-}
-
-fn child_path(parent: &str, name: &str) -> String {
-    if parent == "/" {
-        format!("/{name}")
-    } else {
-        format!("{parent}/{name}")
     }
 }

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use crate::block::BlockSource;
 
 pub use capped::Capped;
+pub use ext4::{Ext4Dirs, InodeEntry};
 pub use probe::{FsKind, Probe, probe};
 
 /// What kind of object a path names.
@@ -213,6 +214,11 @@ impl Volume {
     /// The filesystem kind.
     pub fn kind(&self) -> FsKind {
         self.kind
+    }
+
+    /// The bytes of the volume.
+    pub fn source(&self) -> &Arc<dyn BlockSource> {
+        &self.source
     }
 
     /// Open a reader of this volume's filesystem.

@@ -15,6 +15,8 @@
 //! follow a symlink by allocating the link's recorded size, which a corrupt
 //! inode sets to gigabytes. `ext4-view` is only handed symlink-free paths.
 
+mod dirs;
+
 use std::sync::Arc;
 
 use ext4_view::{Ext4, Ext4Error, Ext4Read};
@@ -22,6 +24,8 @@ use ext4_view::{Ext4, Ext4Error, Ext4Read};
 use super::resolve::{self, KnownDirs, Lookup};
 use super::{DirEntry, FileType, Filesystem, FsError, Metadata};
 use crate::block::BlockSource;
+
+pub use dirs::{Ext4Dirs, InodeEntry};
 
 /// Bytes read per call while copying a file out (the reader's own block
 /// cache sits below this).
