@@ -136,10 +136,11 @@ fn run_scan(args: &ScanArgs) -> ExitCode {
     let written = match &args.output {
         Some(path) => std::fs::write(path, rendered.as_bytes())
             .map_err(|err| anyhow::anyhow!("writing {}: {err}", path.display())),
-        None => std::io::stdout()
-            .lock()
-            .write_all(rendered.as_bytes())
-            .map_err(|err| anyhow::anyhow!("writing to standard output: {err}")),
+        None => match std::io::stdout().lock().write_all(rendered.as_bytes()) {
+            // A reader that stopped early (`worker scan … | head`) is not an error.
+            Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            other => other.map_err(|err| anyhow::anyhow!("writing to standard output: {err}")),
+        },
     };
     if let Err(err) = written {
         eprintln!("error: {err}");
