@@ -25,6 +25,7 @@
 //! Wolfi merged `/lib` into `/usr/lib`, so the database may be only at
 //! `/usr/lib/apk/db/installed` when the `/lib` symlink is missing.
 
+use super::error_log::{ErrorLog, excerpt};
 use super::{DetectError, Detector, Findings, Package, PackageFormat};
 use crate::fs::Filesystem;
 
@@ -36,13 +37,6 @@ pub const INSTALLED_PATHS: &[&str] = &["/lib/apk/db/installed", "/usr/lib/apk/db
 /// each, so a system with a million files is about 100 MiB; 256 MiB leaves
 /// room for any real system while bounding memory.
 pub const MAX_DATABASE_SIZE: u64 = 256 * 1024 * 1024;
-
-/// Errors kept per file; past this only their number is reported, so a
-/// garbage file cannot fill the report.
-pub const MAX_ERRORS_PER_FILE: usize = 100;
-
-/// The longest excerpt of a value quoted in an error message, in characters.
-const EXCERPT_CHARS: usize = 80;
 
 const NAME: &str = "apk";
 
@@ -126,7 +120,7 @@ impl Record {
 /// record goes on.
 ///
 /// Never panics, on any input; invalid UTF-8 is replaced. At most
-/// [`MAX_ERRORS_PER_FILE`] errors are returned, then one saying how many
+/// [`MAX_ERRORS_PER_FILE`](crate::detect::MAX_ERRORS_PER_FILE) errors are returned, then one saying how many
 /// more there were. Memory is linear in the input.
 pub fn parse_installed(bytes: &[u8]) -> (Vec<Package>, Vec<String>) {
     let text = String::from_utf8_lossy(bytes);
@@ -212,42 +206,10 @@ fn finish(record: Record, packages: &mut Vec<Package>, errors: &mut ErrorLog) {
     });
 }
 
-/// Errors of one file, at most [`MAX_ERRORS_PER_FILE`] kept.
-#[derive(Debug, Default)]
-struct ErrorLog {
-    kept: Vec<String>,
-    dropped: usize,
-}
-
-impl ErrorLog {
-    fn push(&mut self, error: String) {
-        if self.kept.len() < MAX_ERRORS_PER_FILE {
-            self.kept.push(error);
-        } else {
-            self.dropped = self.dropped.saturating_add(1);
-        }
-    }
-
-    fn into_vec(mut self) -> Vec<String> {
-        if self.dropped > 0 {
-            self.kept
-                .push(format!("{} more errors not shown", self.dropped));
-        }
-        self.kept
-    }
-}
-
-/// At most [`EXCERPT_CHARS`] characters of `text`, quoted, for error messages.
-fn excerpt(text: &str) -> String {
-    match text.char_indices().nth(EXCERPT_CHARS) {
-        Some((end, _)) => format!("{:?}…", &text[..end]),
-        None => format!("{text:?}"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::detect::MAX_ERRORS_PER_FILE;
     use crate::fs::host::HostFs;
     use std::error::Error;
 

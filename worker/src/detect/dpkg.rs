@@ -28,6 +28,7 @@
 //! `Status` field means installed (the file exists because the package is);
 //! in `status` it means not installed, as dpkg reads it.
 
+use super::error_log::{ErrorLog, excerpt};
 use super::{DetectError, Detector, Findings, Package, PackageFormat};
 use crate::fs::{FileType, Filesystem};
 
@@ -45,13 +46,6 @@ pub const MAX_DATABASE_SIZE: u64 = 256 * 1024 * 1024;
 
 /// The most entries of `status.d/` looked at; a real one has a few hundred.
 pub const MAX_STATUS_D_FILES: usize = 100_000;
-
-/// Errors kept per file; past this only their number is reported, so a
-/// garbage file cannot fill the report.
-pub const MAX_ERRORS_PER_FILE: usize = 100;
-
-/// The longest excerpt of a value quoted in an error message, in characters.
-const EXCERPT_CHARS: usize = 80;
 
 /// The third word of `Status` for packages whose files are (at least partly)
 /// on disk.
@@ -170,7 +164,7 @@ fn read_status_d(fs: &dyn Filesystem, findings: &mut Findings) {
 /// without `Source` has `source: None`.
 ///
 /// Never panics, on any input; invalid UTF-8 is replaced. At most
-/// [`MAX_ERRORS_PER_FILE`] errors are returned, then one saying how many
+/// [`MAX_ERRORS_PER_FILE`](crate::detect::MAX_ERRORS_PER_FILE) errors are returned, then one saying how many
 /// more there were. Memory is linear in the input.
 pub fn parse_status(bytes: &[u8]) -> (Vec<Package>, Vec<String>) {
     parse(bytes, MissingStatus::NotInstalled)
@@ -386,42 +380,10 @@ fn finish(
     });
 }
 
-/// Errors of one file, at most [`MAX_ERRORS_PER_FILE`] kept.
-#[derive(Debug, Default)]
-struct ErrorLog {
-    kept: Vec<String>,
-    dropped: usize,
-}
-
-impl ErrorLog {
-    fn push(&mut self, error: String) {
-        if self.kept.len() < MAX_ERRORS_PER_FILE {
-            self.kept.push(error);
-        } else {
-            self.dropped = self.dropped.saturating_add(1);
-        }
-    }
-
-    fn into_vec(mut self) -> Vec<String> {
-        if self.dropped > 0 {
-            self.kept
-                .push(format!("{} more errors not shown", self.dropped));
-        }
-        self.kept
-    }
-}
-
-/// At most [`EXCERPT_CHARS`] characters of `text`, for error messages.
-fn excerpt(text: &str) -> String {
-    match text.char_indices().nth(EXCERPT_CHARS) {
-        Some((end, _)) => format!("{:?}…", &text[..end]),
-        None => format!("{text:?}"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::detect::MAX_ERRORS_PER_FILE;
     use crate::fs::host::HostFs;
     use std::collections::BTreeSet;
     use std::error::Error;

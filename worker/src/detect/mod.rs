@@ -3,6 +3,7 @@
 
 pub mod apk;
 pub mod dpkg;
+mod error_log;
 pub mod os_release;
 pub mod rpm;
 
@@ -10,6 +11,7 @@ use crate::fs::{Filesystem, FsError};
 
 pub use apk::ApkDetector;
 pub use dpkg::DpkgDetector;
+pub use error_log::MAX_ERRORS_PER_FILE;
 pub use os_release::OsReleaseDetector;
 pub use rpm::RpmDetector;
 

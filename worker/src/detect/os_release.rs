@@ -34,6 +34,7 @@
 //! - `/etc/alpine-release`: `3.19.1` gives `id = alpine`,
 //!   `version_id = 3.19.1`, as Alpine's os-release does.
 
+use super::error_log::{ErrorLog, excerpt};
 use super::{DetectError, Detector, Findings, OsInfo};
 use crate::fs::Filesystem;
 
@@ -43,9 +44,6 @@ pub const OS_RELEASE_PATHS: &[&str] = &["/etc/os-release", "/usr/lib/os-release"
 
 /// The largest release file read: real ones are under 1 KiB.
 pub const MAX_RELEASE_FILE_SIZE: u64 = 64 * 1024;
-
-/// Errors kept per file; past this only their number is reported.
-pub const MAX_ERRORS_PER_FILE: usize = 100;
 
 /// Names at the start of a `/etc/system-release` line and the os-release
 /// `ID` each stands for; the first prefix that matches wins.
@@ -71,9 +69,6 @@ const FALLBACKS: &[(&str, ReleaseFileParser)] = &[
     ("/etc/debian_version", parse_debian_version),
     ("/etc/alpine-release", parse_alpine_release),
 ];
-
-/// The longest excerpt of input quoted in an error message, in characters.
-const EXCERPT_CHARS: usize = 80;
 
 const NAME: &str = "os-release";
 
@@ -146,7 +141,7 @@ fn read_text(fs: &dyn Filesystem, path: &str) -> Result<Option<String>, DetectEr
 /// No default is filled in for a missing key (os-release(5) says `ID`
 /// defaults to `linux`): the report says what the file says.
 ///
-/// Never panics, on any input; at most [`MAX_ERRORS_PER_FILE`] errors are
+/// Never panics, on any input; at most [`MAX_ERRORS_PER_FILE`](crate::detect::MAX_ERRORS_PER_FILE) errors are
 /// returned, then one saying how many more there were.
 pub fn parse_os_release(text: &str) -> (OsInfo, Vec<String>) {
     let (assignments, errors) = parse_assignments(text);
@@ -399,39 +394,6 @@ fn first_line(text: &str) -> Option<&str> {
 /// The part of a dotted version before the first dot.
 fn major(version: &str) -> &str {
     version.split('.').next().unwrap_or(version)
-}
-
-/// Errors of one file, at most [`MAX_ERRORS_PER_FILE`] kept.
-#[derive(Debug, Default)]
-struct ErrorLog {
-    kept: Vec<String>,
-    dropped: usize,
-}
-
-impl ErrorLog {
-    fn push(&mut self, error: String) {
-        if self.kept.len() < MAX_ERRORS_PER_FILE {
-            self.kept.push(error);
-        } else {
-            self.dropped = self.dropped.saturating_add(1);
-        }
-    }
-
-    fn into_vec(mut self) -> Vec<String> {
-        if self.dropped > 0 {
-            self.kept
-                .push(format!("{} more errors not shown", self.dropped));
-        }
-        self.kept
-    }
-}
-
-/// At most [`EXCERPT_CHARS`] characters of `text`, quoted, for error messages.
-fn excerpt(text: &str) -> String {
-    match text.char_indices().nth(EXCERPT_CHARS) {
-        Some((end, _)) => format!("{:?}…", &text[..end]),
-        None => format!("{text:?}"),
-    }
 }
 
 #[cfg(test)]
