@@ -9,6 +9,7 @@ mod capped;
 mod ext4;
 pub mod host;
 mod probe;
+mod xfs;
 
 use std::fmt;
 use std::sync::Arc;
@@ -94,6 +95,13 @@ pub trait Filesystem {
     /// # Errors
     /// [`FsError`] naming `path`, [`FsError::NotASymlink`] when it is none.
     fn read_link(&self, path: &str) -> Result<String, FsError>;
+
+    /// Conditions found at open time that qualify every result, e.g. "dirty
+    /// log replayed in memory: 12 transactions" or "dirty log not replayed:
+    /// results may be stale". Empty by default.
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Why a filesystem could not be opened or a path in it could not be read.
@@ -216,6 +224,7 @@ impl Volume {
     pub fn open(&self) -> Result<Box<dyn Filesystem>, FsError> {
         match self.kind {
             FsKind::Ext4 => Ok(Box::new(ext4::Ext4Fs::open(Arc::clone(&self.source))?)),
+            FsKind::Xfs => Ok(Box::new(xfs::XfsFs::open(Arc::clone(&self.source))?)),
             other => Err(FsError::Unsupported {
                 feature: format!("{} filesystem", other.name()),
             }),
