@@ -331,13 +331,13 @@ fn mkfs_variants_match_the_fixture() -> TestResult {
         &["-i", "sparse=1"],
         &["-m", "bigtime=1"],
         &["-i", "nrext64=1"],
-        &["-d", "agcount=8", "-l", "size=64m"],
+        &["-d", "agcount=8"],
     ];
     for (i, opts) in variants.iter().enumerate() {
         let v4 = opts.contains(&"crc=0");
         let (root, proto) = &trees[usize::from(!v4)];
         let truth = HostFs::new(root);
-        let image = sparse_image(work.path(), &format!("v{i}.img"), 400 << 20);
+        let image = sparse_image(work.path(), &format!("v{i}.img"), 1 << 30);
         mkfs(&image, opts, Some(proto));
         let ours = open_image(&image);
         let mut counts = Counts::default();
@@ -416,5 +416,192 @@ fn headerless_v5_remote_symlink_is_corrupt_as_for_the_kernel() -> TestResult {
     }
     let mount = Mount::new(&image, "loop,ro");
     assert!(fs::read_link(mount.path().join("long")).is_err());
+    Ok(())
+}
+
+/// The data-fork format of the inode at `path` in a mounted image, by
+/// `xfs_db` on the (unmounted) image.
+fn fork_format(image: &Path, ino: u64) -> String {
+    run(Command::new("xfs_db")
+        .args(["-r", "-c"])
+        .arg(format!("inode {ino}"))
+        .args(["-c", "p core.format"])
+        .arg(image))
+    .trim()
+    .to_string()
+}
+
+/// Populate a mounted filesystem with what protofiles cannot make: hard
+/// links, sparse and preallocated files, a file fragmented into a bmbt, a
+/// directory fragmented into a B+tree, remote symlinks, devices, owners.
+/// Returns the inode numbers of the fragmented file and directory.
+fn populate_mounted(root: &Path) -> (u64, u64) {
+    use std::os::unix::fs::FileExt;
+    let d = |p: &str| fs::create_dir_all(root.join(p)).unwrap();
+    d("etc");
+    fs::write(root.join("etc/os-release"), "ID=fedora\n").unwrap();
+    d("links");
+    symlink(long_link(), root.join("links/long")).unwrap();
+    symlink(longest_link(), root.join("links/longest")).unwrap();
+    symlink("../etc/os-release", root.join("links/short")).unwrap();
+    d("hard/a");
+    d("hard/b");
+    fs::write(root.join("hard/a/original"), noise(7, 10_000)).unwrap();
+    fs::hard_link(root.join("hard/a/original"), root.join("hard/b/link1")).unwrap();
+    fs::hard_link(root.join("hard/a/original"), root.join("hard/link2")).unwrap();
+    d("sparse");
+    let sparse = fs::File::create(root.join("sparse/holes")).unwrap();
+    sparse.set_len(20 << 20).unwrap();
+    sparse.write_all_at(b"start", 0).unwrap();
+    sparse.write_all_at(&noise(3, 10_000), 5 << 20).unwrap();
+    sparse.write_all_at(b"end", (20 << 20) - 3).unwrap();
+    let tail_hole = fs::File::create(root.join("sparse/tail-hole")).unwrap();
+    tail_hole.write_all_at(b"head", 0).unwrap();
+    tail_hole.set_len(1 << 20).unwrap();
+    run(Command::new("xfs_io")
+        .args([
+            "-f",
+            "-c",
+            "falloc 0 4m",
+            "-c",
+            "pwrite -S 0x61 1m 8k",
+            "-c",
+            "fsync",
+        ])
+        .arg(root.join("sparse/unwritten")));
+    // Every other 4 KiB block: 3,000 extents, a two-level bmbt.
+    let frag = fs::File::create(root.join("sparse/fragmented")).unwrap();
+    for i in 0..3000u64 {
+        frag.write_all_at(&noise(i, 4096), i * 8192).unwrap();
+    }
+    frag.sync_all().unwrap();
+    // Two directories grown in turn: their blocks interleave on disk, so
+    // their extent maps outgrow the inode and become B+trees.
+    d("dirs/left");
+    d("dirs/right");
+    for i in 0..12_000 {
+        fs::write(root.join(format!("dirs/left/entry-{i:06}")), b"").unwrap();
+        fs::write(root.join(format!("dirs/right/entry-{i:06}")), b"").unwrap();
+        if i % 1000 == 0 {
+            run(&mut Command::new("sync"));
+        }
+    }
+    d("special");
+    run(Command::new("mkfifo").arg(root.join("special/fifo")));
+    run(Command::new("mknod")
+        .arg(root.join("special/null"))
+        .args(["c", "1", "3"]));
+    fs::write(root.join("special/owned"), b"mine").unwrap();
+    std::os::unix::fs::chown(root.join("special/owned"), Some(1000), Some(1001)).unwrap();
+    let frag_ino = fs::metadata(root.join("sparse/fragmented")).unwrap().ino();
+    let dir_ino = fs::metadata(root.join("dirs/left")).unwrap().ino();
+    (frag_ino, dir_ino)
+}
+
+/// A v5 image populated through the kernel: our view equals the kernel's,
+/// entry for entry and byte for byte.
+#[test]
+fn loop_mounted_image_matches_the_kernel() -> TestResult {
+    let work = tempfile::tempdir()?;
+    let image = sparse_image(work.path(), "a.img", 1 << 30);
+    mkfs(&image, &["-i", "nrext64=1"], None);
+    let mut mount = Mount::new(&image, "loop");
+    let (frag_ino, dir_ino) = populate_mounted(mount.path());
+    mount.unmount();
+    assert!(
+        fork_format(&image, frag_ino).contains("btree"),
+        "the file has a bmbt"
+    );
+    assert!(
+        fork_format(&image, dir_ino).contains("btree"),
+        "the directory is a B+tree"
+    );
+
+    let ours = open_image(&image);
+    assert_eq!(ours.notes(), Vec::<String>::new(), "clean log");
+    let kernel = Mount::new(&image, "loop,ro");
+    let truth = HostFs::new(kernel.path());
+    let started = Instant::now();
+    let mut counts = Counts::default();
+    compare(&ours, &truth, "/", true, &mut counts);
+    eprintln!("{counts:?} in {:?}", started.elapsed());
+    assert_eq!(counts.symlinks, 3);
+    assert_eq!(counts.special, 2);
+    assert_eq!(ours.read_link("/links/longest")?, longest_link());
+    let frag = ours.read("/sparse/fragmented", u64::MAX)?;
+    assert_eq!(&frag[8192 * 10..8192 * 10 + 4096], &noise(10, 4096)[..]);
+    assert!(frag[4096..8192].iter().all(|&b| b == 0));
+    assert_eq!(ours.metadata("/special/owned")?.uid, 1000);
+    Ok(())
+}
+
+/// A filesystem shut down with its log flushed but not checkpointed (what
+/// a snapshot of a running instance holds): replayed in memory, our view
+/// equals the kernel's after its own recovery, and without the replay it
+/// would not.
+#[test]
+fn dirty_log_is_replayed_in_memory() -> TestResult {
+    let work = tempfile::tempdir()?;
+    for (name, opts) in [("v5", &[][..]), ("v5-1k", &["-b", "size=1024"][..])] {
+        let image = sparse_image(work.path(), &format!("{name}.img"), 1 << 30);
+        mkfs(&image, opts, None);
+        let mut mount = Mount::new(&image, "loop");
+        let root = mount.path().to_path_buf();
+        fs::create_dir_all(root.join("var/lib/rpm"))?;
+        fs::write(root.join("var/lib/rpm/before"), b"checkpointed")?;
+        run(&mut Command::new("sync"));
+        // Changes made just before the snapshot.
+        for i in 0..300 {
+            fs::write(
+                root.join(format!("var/lib/rpm/new-{i:03}")),
+                noise(i, 100 + i as usize),
+            )?;
+        }
+        fs::create_dir_all(root.join("etc/new/deeper"))?;
+        symlink("../../var/lib/rpm/before", root.join("etc/new/link"))?;
+        symlink(long_link(), root.join("etc/new/long-link"))?;
+        fs::remove_file(root.join("var/lib/rpm/new-007"))?;
+        fs::rename(root.join("var/lib/rpm/new-008"), root.join("etc/new/moved"))?;
+        run(&mut Command::new("sync"));
+        run(Command::new("xfs_io")
+            .args(["-x", "-c", "shutdown -f"])
+            .arg(&root));
+        mount.unmount();
+
+        let source: Arc<dyn BlockSource> = Arc::new(FileSource::open(&image)?);
+        let ours = XfsFs::open(Arc::clone(&source))?;
+        let notes = ours.notes();
+        eprintln!("{name}: {notes:?}");
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].starts_with("dirty log replayed in memory: "),
+            "{notes:?}"
+        );
+        // Without the replay the new files are not (all) there.
+        let stale = XfsFs::open_without_replay(Arc::clone(&source))?;
+        let stale_view = stale.read_dir("/var/lib/rpm").map(|l| l.len()).unwrap_or(0);
+        assert_ne!(
+            stale_view, 299,
+            "the log held nothing: the test proves nothing"
+        );
+
+        // The kernel's view, after its own recovery of a copy.
+        let copy = work.path().join(format!("{name}-copy.img"));
+        run(Command::new("cp")
+            .args(["--sparse=always"])
+            .arg(&image)
+            .arg(&copy));
+        let kernel = Mount::new(&copy, "loop");
+        let truth = HostFs::new(kernel.path());
+        let mut counts = Counts::default();
+        compare(&ours, &truth, "/", true, &mut counts);
+        assert_eq!(ours.read_dir("/var/lib/rpm")?.len(), 299);
+        assert_eq!(ours.read("/etc/new/link", 100)?, b"checkpointed");
+        assert_eq!(ours.read("/etc/new/moved", 1000)?, noise(8, 108));
+        assert_eq!(ours.read_link("/etc/new/long-link")?, long_link());
+        drop(kernel);
+        fs::remove_file(&copy)?;
+        fs::remove_file(&image)?;
+    }
     Ok(())
 }
