@@ -52,14 +52,13 @@ impl Overlay {
         let from = offset.saturating_sub(self.longest);
         let keys: Vec<u64> = self.buffers.range(from..end).map(|(k, _)| *k).collect();
         for key in keys {
-            if key == offset {
-                if let Some(old) = self.buffers.get(&key)
-                    && to_u64(old.len()) <= len
-                {
-                    self.bytes = self.bytes.saturating_sub(to_u64(old.len()));
-                    self.buffers.remove(&key);
-                    continue;
-                }
+            if key == offset
+                && let Some(old) = self.buffers.get(&key)
+                && to_u64(old.len()) <= len
+            {
+                self.bytes = self.bytes.saturating_sub(to_u64(old.len()));
+                self.buffers.remove(&key);
+                continue;
             }
             if let Some(buffer) = self.buffers.get_mut(&key) {
                 patch(buffer, key, &data, offset);
@@ -147,11 +146,6 @@ impl Device {
         }
     }
 
-    /// Size of the source in bytes.
-    pub(super) fn size(&self) -> u64 {
-        self.source.size()
-    }
-
     /// Fill `buf` from byte `offset`, overlay applied; true when the overlay
     /// changed something. `what` names the structure for errors.
     pub(super) fn read_into(
@@ -200,6 +194,7 @@ impl Device {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -65,8 +65,6 @@ pub(super) struct Inode {
     pub uid: u32,
     pub gid: u32,
     pub size: u64,
-    /// Data fork extents the inode claims (a bound for the bmbt walk).
-    pub extents: u64,
     pub fork: Fork,
 }
 
@@ -191,7 +189,6 @@ impl Inode {
             uid,
             gid,
             size,
-            extents,
             fork,
         })
     }

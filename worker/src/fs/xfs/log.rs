@@ -116,7 +116,8 @@ pub(super) struct Item {
 /// One committed transaction.
 #[derive(Debug, Default)]
 pub(super) struct Transaction {
-    /// LSN of the record it started in.
+    /// LSN of the record it started in (kept for diagnostics).
+    #[allow(dead_code)]
     pub lsn: u64,
     pub items: Vec<Item>,
     /// The transaction header has been seen.
@@ -272,6 +273,11 @@ impl<'a> Log<'a> {
         })
     }
 
+    /// `bb` taken around the ring.
+    fn wrap(&self, bb: u64) -> u64 {
+        bb.checked_rem(self.bbs).unwrap_or(0)
+    }
+
     /// Read `count` BBs from `bb`, wrapping at the end of the log.
     fn read(&self, bb: u64, count: u64) -> Result<Vec<u8>, String> {
         let len = count
@@ -280,7 +286,7 @@ impl<'a> Log<'a> {
             .ok_or("read too long")?;
         let mut out = vec![0u8; to_usize(len)];
         let mut done = 0u64;
-        let mut at = bb % self.bbs;
+        let mut at = self.wrap(bb);
         while done < count {
             let now = (self.bbs.saturating_sub(at)).min(count.saturating_sub(done));
             let from = to_usize(done.saturating_mul(BB));
@@ -348,7 +354,7 @@ impl<'a> Log<'a> {
                 head = from.saturating_add(to_u64(i));
             }
         }
-        let head = head % self.bbs;
+        let head = self.wrap(head);
         // The last record header before the head.
         let search = (WINDOW_BBS.saturating_add(64)).min(self.bbs);
         let mut found = None;
@@ -356,7 +362,7 @@ impl<'a> Log<'a> {
             let bb = head
                 .checked_add(self.bbs)
                 .and_then(|h| h.checked_sub(back))
-                .map(|b| b % self.bbs)
+                .map(|b| self.wrap(b))
                 .ok_or("log position overflows")?;
             let block = self.read(bb, 1)?;
             if be32(&block, 0) == Some(HEADER_MAGIC) {
@@ -367,10 +373,11 @@ impl<'a> Log<'a> {
         let (rec_bb, header) = found.ok_or("no log record header before the head")?;
         let record = RecordHeader::parse(&header)
             .map_err(|why| format!("log record at BB {rec_bb}: {why}"))?;
-        let rec_end = rec_bb
-            .saturating_add(record.header_bbs)
-            .saturating_add(record.data_bbs)
-            % self.bbs;
+        let rec_end = self.wrap(
+            rec_bb
+                .saturating_add(record.header_bbs)
+                .saturating_add(record.data_bbs),
+        );
         // A torn last record (shorter than it says) ends the log before it.
         let (head, last_record) = if rec_end == head {
             (head, Some((rec_bb, record)))
@@ -409,7 +416,7 @@ impl<'a> Log<'a> {
             let at = bb
                 .checked_add(self.bbs)
                 .and_then(|h| h.checked_sub(back))
-                .map(|b| b % self.bbs)
+                .map(|b| self.wrap(b))
                 .ok_or("log position overflows")?;
             let block = self.read(at, 1)?;
             if be32(&block, 0) == Some(HEADER_MAGIC) {
@@ -439,7 +446,7 @@ impl<'a> Log<'a> {
         let mut committed = Vec::new();
         let mut held = 0u64;
         let mut bb = tail;
-        let distance = |from: u64| (head.saturating_add(self.bbs).saturating_sub(from)) % self.bbs;
+        let distance = |from: u64| self.wrap(head.saturating_add(self.bbs).saturating_sub(from));
         let mut left = distance(tail);
         while left > 0 {
             let block = self.read(bb, 1)?;
@@ -489,7 +496,7 @@ impl<'a> Log<'a> {
             if held > MAX_HELD_BYTES {
                 return Err(format!("more than {MAX_HELD_BYTES} bytes of log items"));
             }
-            bb = bb.saturating_add(len) % self.bbs;
+            bb = self.wrap(bb.saturating_add(len));
             left = left.saturating_sub(len);
         }
         Ok(committed)
@@ -566,7 +573,10 @@ fn unpack(headers: &[u8], data: &[u8]) -> Vec<u8> {
     let mut out = data.to_vec();
     let per_header = to_usize(CYCLE_SIZE / BB);
     for (i, block) in out.chunks_mut(BB_USIZE).enumerate() {
-        let (h, slot) = (i / per_header, i % per_header);
+        let (h, slot) = (
+            i.checked_div(per_header).unwrap_or(0),
+            i.checked_rem(per_header).unwrap_or(0),
+        );
         // Header 0 keeps its cycle data at byte 44; extended ones at 4.
         let at = if h == 0 {
             44usize.saturating_add(slot.saturating_mul(4))

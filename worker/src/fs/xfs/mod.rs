@@ -171,11 +171,6 @@ impl XfsFs {
         self.notes.clone()
     }
 
-    /// Inodes in use, from the superblock: a bound for walks.
-    pub fn inodes_used(&self) -> u64 {
-        self.sb.icount.saturating_sub(self.sb.ifree)
-    }
-
     /// Inode `ino`, through the cache.
     fn inode(&self, ino: u64) -> Result<Rc<Inode>, FsError> {
         if let Some(inode) = self.inodes.borrow_mut().get(&ino) {
@@ -289,7 +284,7 @@ impl XfsFs {
             let end = extent.end().min(leaf_fsb);
             let mut fsb = extent.offset;
             while fsb < end {
-                let db = fsb / fsbs;
+                let db = fsb.checked_div(fsbs).unwrap_or(fsb);
                 fsb = db.saturating_add(1).saturating_mul(fsbs);
                 if last_db == Some(db) {
                     continue;

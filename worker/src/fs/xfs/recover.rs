@@ -424,7 +424,7 @@ impl Replay<'_> {
             for (i, dip) in buf.chunks_exact_mut(to_usize(isize)).enumerate() {
                 let ino = fsbno
                     .checked_shl(u32::from(sb.inodes_per_block_log))
-                    .map(|b| b | (to_u64(i) % per_block))
+                    .map(|b| b | to_u64(i).checked_rem(per_block).unwrap_or(0))
                     .ok_or("inode number overflows")?;
                 dip.fill(0);
                 init_inode(dip, ino, generation, &sb.meta_uuid);

@@ -19,7 +19,6 @@ const MAGIC: u32 = 0x5846_5342;
 const VERSION_NUMBITS: u16 = 0x000f;
 const VERSION_MOREBITSBIT: u16 = 0x8000;
 const VERSION_DIRV2BIT: u16 = 0x2000;
-const VERSION_LOGV2BIT: u16 = 0x0400;
 
 /// `sb_features2` bits.
 const FEATURES2_CRC: u32 = 0x0100;
@@ -55,7 +54,6 @@ pub(super) struct Superblock {
     pub version: u8,
     pub block_size: u32,
     pub block_log: u8,
-    pub sector_size: u32,
     pub data_blocks: u64,
     pub uuid: [u8; 16],
     /// `sb_meta_uuid` when `META_UUID` is set, else `uuid`: what v5 metadata
@@ -71,15 +69,10 @@ pub(super) struct Superblock {
     pub inode_log: u8,
     pub inodes_per_block_log: u8,
     pub dir_block_log: u8,
-    pub log_sector_size: u32,
     /// Directory entries carry the file type.
     pub ftype: bool,
     /// Large extent counters are allowed (`NREXT64`).
     pub nrext64: bool,
-    pub incompat: u32,
-    /// Inodes allocated and free, for the note on walks.
-    pub icount: u64,
-    pub ifree: u64,
 }
 
 impl Superblock {
@@ -206,7 +199,9 @@ impl Superblock {
             || ag_count == 0
             || ag_block_log > 31
             || (1u64 << ag_block_log) < u64::from(ag_blocks)
-            || (ag_block_log > 0 && (1u64 << (ag_block_log - 1)) >= u64::from(ag_blocks))
+            || ag_block_log
+                .checked_sub(1)
+                .is_some_and(|log| (1u64 << log) >= u64::from(ag_blocks))
         {
             return Err(corrupt(
                 what,
@@ -228,11 +223,6 @@ impl Superblock {
                 format!("directory block log {dir_block_log} over 64 KiB"),
             ));
         }
-        let log_sector_size = if versionnum & VERSION_LOGV2BIT != 0 {
-            u32::from(f16(194)?).max(512)
-        } else {
-            512
-        };
         let mut uuid = [0u8; 16];
         uuid.copy_from_slice(sector.get(32..48).ok_or_else(|| short(what))?);
         let mut meta_uuid = uuid;
@@ -243,7 +233,6 @@ impl Superblock {
             version,
             block_size,
             block_log,
-            sector_size,
             data_blocks,
             uuid,
             meta_uuid,
@@ -257,12 +246,8 @@ impl Superblock {
             inode_log,
             inodes_per_block_log,
             dir_block_log,
-            log_sector_size,
             ftype,
             nrext64: incompat & INCOMPAT_NREXT64 != 0,
-            incompat,
-            icount: f64(128)?,
-            ifree: f64(136)?,
         })
     }
 
