@@ -605,3 +605,207 @@ fn dirty_log_is_replayed_in_memory() -> TestResult {
     }
     Ok(())
 }
+
+/// 110,000 files, one directory of 50,000 entries: every entry and file
+/// compared with the fixture tree, and a parallel walk counts them all.
+#[test]
+fn hundred_thousand_files_and_a_fifty_thousand_entry_directory() -> TestResult {
+    let work = tempfile::tempdir()?;
+    let root = work.path().join("tree");
+    fs::create_dir_all(root.join("big"))?;
+    for i in 0..50_000 {
+        fs::write(root.join(format!("big/file-{i:05}")), b"")?;
+    }
+    for d in 0..60 {
+        let dir = root.join(format!("usr/share/d{d:02}"));
+        fs::create_dir_all(&dir)?;
+        for i in 0..1000 {
+            let data = if i % 100 == 0 {
+                noise(i, 3000)
+            } else {
+                Vec::new()
+            };
+            fs::write(dir.join(format!("f{i:04}")), data)?;
+        }
+    }
+    let proto = work.path().join("proto");
+    protofile(&root, &proto);
+    let image = sparse_image(work.path(), "big.img", 2 << 30);
+    let started = Instant::now();
+    mkfs(&image, &[], Some(&proto));
+    eprintln!("mkfs: {:?}", started.elapsed());
+    fs::remove_dir_all(root.join("usr/share/d00"))?;
+    // (d00 is compared below against the image only through the walk.)
+
+    let ours = open_image(&image);
+    let truth = HostFs::new(&root);
+    let started = Instant::now();
+    let listing = ours.read_dir("/big")?;
+    assert_eq!(listing, truth.read_dir("/big")?);
+    eprintln!("50,000-entry read_dir: {:?}", started.elapsed());
+    assert_eq!(ours.read("/big/file-49999", 10)?, b"");
+    let mut counts = Counts::default();
+    compare(&ours, &truth, "/big", true, &mut counts);
+    for d in 1..60 {
+        compare(
+            &ours,
+            &truth,
+            &format!("/usr/share/d{d:02}"),
+            true,
+            &mut counts,
+        );
+    }
+    assert_eq!(counts.files, 50_000 + 59_000);
+
+    let volume =
+        crate::fs::Volume::new(Arc::new(FileSource::open(&image)?), crate::fs::FsKind::Xfs);
+    let started = Instant::now();
+    let summary = crate::walk::walk(&volume, &crate::walk::WalkOptions::default())?;
+    eprintln!("walk: {summary:?} in {:?}", started.elapsed());
+    assert_eq!(summary.files, 110_000);
+    assert_eq!(summary.directories, 1 + 1 + 1 + 1 + 60);
+    assert!(summary.errors.is_empty());
+    Ok(())
+}
+
+/// `losetup` a window of `image`; detached on drop.
+struct Loop(String);
+
+impl Loop {
+    fn new(image: &Path, offset: u64, size: u64) -> Self {
+        let dev = run(Command::new("losetup")
+            .args([
+                "-f",
+                "--show",
+                "-o",
+                &offset.to_string(),
+                "--sizelimit",
+                &size.to_string(),
+            ])
+            .arg(image));
+        Self(dev.trim().to_string())
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+/// Amazon Linux 2023's disk layout, scanned end to end through the
+/// library pipeline: GPT, partition 1 the XFS root with an sqlite rpmdb,
+/// 127 BIOS boot, 128 EFI (vfat). The packages are exactly `rpm -qa`'s.
+#[test]
+fn amazon_linux_2023_layout_scans_end_to_end() -> TestResult {
+    let work = tempfile::tempdir()?;
+    let root = work.path().join("root");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/build-rpm-root.sh");
+    run(Command::new("bash").arg(&script).arg(&root));
+    fs::create_dir_all(root.join("etc"))?;
+    fs::write(
+        root.join("etc/os-release"),
+        "NAME=\"Amazon Linux\"\nVERSION=\"2023\"\nID=\"amzn\"\nID_LIKE=\"fedora\"\nVERSION_ID=\"2023\"\nPRETTY_NAME=\"Amazon Linux 2023\"\n",
+    )?;
+    let query = "%{NAME}\\t%|EPOCH?{%{EPOCH}:}|%{VERSION}-%{RELEASE}\\t%{ARCH}\\n";
+    let qa = run(Command::new("rpm").arg("--root").arg(&root).args([
+        "--dbpath",
+        "/var/lib/rpm",
+        "-qa",
+        "--qf",
+        query,
+    ]));
+    let mut truth: Vec<(String, String, Option<String>)> = qa
+        .lines()
+        .map(|line| {
+            let f: Vec<&str> = line.split('\t').collect();
+            assert_eq!(f.len(), 3, "{line:?}");
+            (
+                f[0].to_string(),
+                f[1].to_string(),
+                (f[2] != "(none)").then(|| f[2].to_string()),
+            )
+        })
+        .collect();
+    truth.sort();
+    assert!(truth.len() >= 5, "{truth:?}");
+
+    let proto = work.path().join("proto");
+    protofile(&root, &proto);
+    let disk = sparse_image(work.path(), "al2023.img", 2 << 30);
+    run(Command::new("sgdisk")
+        .args([
+            "-n",
+            "127:2048:+1M",
+            "-t",
+            "127:ef02",
+            "-c",
+            "127:BIOS-BOOT",
+        ])
+        .args(["-n", "128:0:+10M", "-t", "128:ef00", "-c", "128:EFI"])
+        .args(["-n", "1:0:0", "-t", "1:8300", "-c", "1:Linux"])
+        .arg(&disk));
+    let field = |part: &str, name: &str| -> u64 {
+        let info = run(Command::new("sgdisk").args(["-i", part]).arg(&disk));
+        let line = info
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap()
+            .to_string();
+        line.split(':')
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    for (part, mkfs_cmd) in [("1", "mkfs.xfs"), ("128", "mkfs.vfat")] {
+        let first = field(part, "First sector");
+        let last = field(part, "Last sector");
+        let dev = Loop::new(&disk, first * 512, (last - first + 1) * 512);
+        if mkfs_cmd == "mkfs.xfs" {
+            run(Command::new("mkfs.xfs")
+                .args(["-f", "-q", "-p"])
+                .arg(&proto)
+                .arg(&dev.0));
+        } else {
+            run(Command::new("mkfs.vfat").arg(&dev.0));
+        }
+    }
+
+    let source: Arc<dyn BlockSource> = Arc::new(FileSource::open(&disk)?);
+    let report = crate::scan(source, "al2023", &crate::ScanOptions::default())?;
+    let numbers: Vec<u32> = report
+        .volumes
+        .iter()
+        .filter_map(|v| v.partition.as_ref().map(|p| p.number))
+        .collect();
+    assert_eq!(numbers.len(), 3, "{report:?}");
+    let rootfs = report
+        .volumes
+        .iter()
+        .find(|v| v.partition.as_ref().is_some_and(|p| p.number == 1))
+        .unwrap();
+    assert_eq!(rootfs.filesystem.as_ref().unwrap().fs_type, "xfs");
+    assert_eq!(rootfs.skipped, None);
+    assert_eq!(rootfs.errors, Vec::<String>::new());
+    let os = rootfs.os.as_ref().unwrap();
+    assert_eq!(os.id.as_deref(), Some("amzn"));
+    assert_eq!(os.version_id.as_deref(), Some("2023"));
+    let mut found: Vec<(String, String, Option<String>)> = rootfs
+        .packages
+        .iter()
+        .map(|p| (p.name.clone(), p.version.clone(), p.arch.clone()))
+        .collect();
+    found.sort();
+    assert_eq!(found, truth);
+    let efi = report
+        .volumes
+        .iter()
+        .find(|v| v.partition.as_ref().is_some_and(|p| p.number == 128))
+        .unwrap();
+    assert_eq!(efi.filesystem.as_ref().unwrap().fs_type, "vfat");
+    Ok(())
+}
