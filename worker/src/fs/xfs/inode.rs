@@ -29,6 +29,9 @@ const CORE_V3: usize = 176;
 /// Offset of `di_crc` in a v3 inode.
 pub(super) const CRC_OFFSET: usize = 100;
 
+/// `di_flags` bit: the data lives on the realtime device.
+const DIFLAG_REALTIME: u16 = 0x1;
+
 /// `di_flags2` bit: large extent counters.
 const FLAGS2_NREXT64: u64 = 0x10;
 
@@ -65,6 +68,8 @@ pub(super) struct Inode {
     pub uid: u32,
     pub gid: u32,
     pub size: u64,
+    /// Data on the realtime device (`XFS_DIFLAG_REALTIME`), not read here.
+    pub realtime: bool,
     pub fork: Fork,
 }
 
@@ -189,6 +194,7 @@ impl Inode {
             uid,
             gid,
             size,
+            realtime: f16(90)? & DIFLAG_REALTIME != 0,
             fork,
         })
     }

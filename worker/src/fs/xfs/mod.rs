@@ -40,7 +40,14 @@
 //! logs, and the metadata directory tree (`metadir`) are not supported.
 //!
 //! One [`XfsFs`] is opened per thread (it caches in `RefCell`s); the log is
-//! replayed once per block source and shared (see [`log`]).
+//! replayed once per block source and shared (see [`log`]). Opening reads
+//! the superblock and the root inode only (no AG headers: an inode's or a
+//! block's place follows from its number). Lookups binary-search cached,
+//! sorted directory listings, so resolving a path costs one cached lookup
+//! per component; the caches (inodes, listings, metadata blocks) are
+//! bounded. What open found about the log is in
+//! [`Filesystem::notes`]: "dirty log replayed in memory: N transactions
+//! (…)", or "dirty log not replayed: results may be stale (why)".
 
 #![warn(
     clippy::arithmetic_side_effects,
@@ -416,6 +423,11 @@ impl XfsFs {
             return Err(too_large());
         }
         let len = usize::try_from(size).map_err(|_| too_large())?;
+        if inode.realtime && size > 0 {
+            return Err(FsError::Unsupported {
+                feature: format!("{path}: xfs realtime device data"),
+            });
+        }
         let what = format!("{path} (xfs inode {})", inode.ino);
         let extents = self.extents(inode).map_err(|err| at_path(err, path))?;
         let mut content = vec![0u8; len];
