@@ -186,6 +186,7 @@ fn scan_volume(
         packages: Vec::new(),
         skipped: None,
         errors: Vec::new(),
+        notes: Vec::new(),
     };
     let skip = |report: &mut VolumeReport, reason, detail: String| {
         report.skipped = Some(Skipped { reason, detail });
@@ -233,18 +234,28 @@ fn scan_volume(
 
     let volume = Volume::new(region, probe.kind);
     // Open once here so a volume we cannot read is one skip reason, not one
-    // error per detector.
-    if let Err(err) = volume.open() {
-        let reason = match err {
-            FsError::Unsupported { .. } if !matches!(probe.kind, FsKind::Ext4) => {
-                SkipReason::UnsupportedFilesystem
-            }
-            FsError::Unsupported { .. } => SkipReason::UnsupportedFeature,
-            FsError::Io { .. } => SkipReason::ReadError,
-            _ => SkipReason::Corrupt,
-        };
-        skip(&mut report, reason, format!("{where_}: {err}"));
-        return report;
+    // error per detector, and to hear what the reader found at open time (a
+    // dirty log replayed, or not).
+    match volume.open() {
+        Ok(fs) => {
+            report.notes = fs
+                .notes()
+                .into_iter()
+                .map(|n| format!("{where_}: {n}"))
+                .collect()
+        }
+        Err(err) => {
+            let reason = match err {
+                FsError::Unsupported { .. } if !matches!(probe.kind, FsKind::Ext4) => {
+                    SkipReason::UnsupportedFilesystem
+                }
+                FsError::Unsupported { .. } => SkipReason::UnsupportedFeature,
+                FsError::Io { .. } => SkipReason::ReadError,
+                _ => SkipReason::Corrupt,
+            };
+            skip(&mut report, reason, format!("{where_}: {err}"));
+            return report;
+        }
     }
 
     let results: Vec<(&'static str, Result<Findings, String>)> = DETECTORS

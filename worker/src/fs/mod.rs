@@ -10,6 +10,7 @@ mod ext4;
 pub mod host;
 mod probe;
 pub mod resolve;
+mod xfs;
 
 use std::fmt;
 use std::sync::Arc;
@@ -96,6 +97,13 @@ pub trait Filesystem {
     /// # Errors
     /// [`FsError`] naming `path`, [`FsError::NotASymlink`] when it is none.
     fn read_link(&self, path: &str) -> Result<String, FsError>;
+
+    /// Conditions found at open time that qualify every result, e.g. "dirty
+    /// log replayed in memory: 12 transactions" or "dirty log not replayed:
+    /// results may be stale". Empty by default.
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Why a filesystem could not be opened or a path in it could not be read.
@@ -190,6 +198,8 @@ pub struct Volume {
     kind: FsKind,
     /// Directories already resolved, shared by every reader of this volume.
     known_dirs: Arc<resolve::KnownDirs>,
+    /// An XFS log replayed once, shared by every reader of this volume.
+    xfs_log: Arc<xfs::SharedRecovery>,
 }
 
 impl fmt::Debug for Volume {
@@ -208,6 +218,7 @@ impl Volume {
             source,
             kind,
             known_dirs: Arc::default(),
+            xfs_log: Arc::default(),
         }
     }
 
@@ -231,6 +242,10 @@ impl Volume {
             FsKind::Ext4 => Ok(Box::new(ext4::Ext4Fs::open(
                 Arc::clone(&self.source),
                 Arc::clone(&self.known_dirs),
+            )?)),
+            FsKind::Xfs => Ok(Box::new(xfs::XfsFs::open(
+                Arc::clone(&self.source),
+                &self.xfs_log,
             )?)),
             other => Err(FsError::Unsupported {
                 feature: format!("{} filesystem", other.name()),

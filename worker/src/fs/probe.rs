@@ -110,7 +110,17 @@ pub fn probe_bytes(head: &[u8]) -> Option<Probe> {
         return Some(plain(FsKind::Lvm2));
     }
     if at(0, 4) == Some(b"XFSB") {
+        let be64 = |offset: usize| {
+            at(offset, 8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+        };
+        // sb_icount and sb_ifree (XFS on-disk format, "Superblocks").
+        let inodes_used = be64(128)
+            .zip(be64(136))
+            .map(|(count, free)| count.saturating_sub(free));
         return Some(Probe {
+            inodes_used,
             uuid: at(32, 16).map(format_uuid),
             label: at(108, 12).map(c_string).filter(|l| !l.is_empty()),
             ..plain(FsKind::Xfs)

@@ -47,6 +47,11 @@ pub struct VolumeReport {
     pub skipped: Option<Skipped>,
     /// Problems met while scanning, each naming what failed and where.
     pub errors: Vec<String>,
+    /// What the filesystem reader found worth knowing that is no error: a
+    /// dirty log replayed in memory, or one that could not be (results may
+    /// then be stale).
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 /// A partition, in bytes from the start of the disk.

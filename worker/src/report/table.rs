@@ -63,6 +63,9 @@ pub fn render(report: &Report) -> String {
         for error in &volume.errors {
             out.push_str(&format!("volume {}: error: {error}\n", index + 1));
         }
+        for note in &volume.notes {
+            out.push_str(&format!("volume {}: note: {note}\n", index + 1));
+        }
         if volume.packages.is_empty() {
             continue;
         }
