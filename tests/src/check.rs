@@ -17,13 +17,26 @@ use crate::truth;
 /// # Errors
 /// Naming the first difference.
 pub fn debian_volume(volume: &VolumeReport, admindir: &Path, os_release: &str) -> Result<()> {
+    debian_volume_on("ext4", volume, admindir, os_release)
+}
+
+/// [`debian_volume`] on a filesystem of type `fs_type` (`ext4`, `xfs`, …).
+///
+/// # Errors
+/// Naming the first difference.
+pub fn debian_volume_on(
+    fs_type: &str,
+    volume: &VolumeReport,
+    admindir: &Path,
+    os_release: &str,
+) -> Result<()> {
     let fs = volume
         .filesystem
         .as_ref()
         .with_context(|| format!("no filesystem found: {volume:#?}"))?;
     ensure!(
-        fs.fs_type == "ext4",
-        "filesystem type {:?}, expected ext4",
+        fs.fs_type == fs_type,
+        "filesystem type {:?}, expected {fs_type}",
         fs.fs_type
     );
     ensure!(

@@ -24,3 +24,5 @@ mod mbr;
 mod packages;
 #[path = "e2e/walk.rs"]
 mod walk;
+#[path = "e2e/xfs.rs"]
+mod xfs;
