@@ -13,6 +13,7 @@ pub mod fs;
 pub mod partition;
 pub mod report;
 mod scan;
+pub mod upload;
 pub mod walk;
 
 pub use scan::{

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use worker::block::{BlockSource, FileSource};
+use worker::block::{BlockSource, EbsOptions, EbsSource, FileSource};
 use worker::report::{Report, cyclonedx, table};
 use worker::{ScanOptions, scan};
 
@@ -31,6 +31,9 @@ enum Command {
     /// Walk every directory entry of every readable volume and print counts
     /// as JSON (a full-tree read, as `find` on a mount would do).
     Walk(WalkArgs),
+    /// Upload a disk image as an EBS snapshot (EBS direct APIs; zero blocks
+    /// skipped) and print its id as JSON.
+    UploadImage(UploadArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -44,9 +47,11 @@ struct WalkArgs {
 
 #[derive(clap::Args, Debug)]
 struct ScanArgs {
-    /// Disk image files or block devices (several give a JSON array of reports).
+    /// Disk image files, block devices, or EBS snapshots (`ebs://snap-…` or
+    /// `snap-…`, read through the EBS direct APIs). Several give a JSON array
+    /// of reports.
     #[arg(required = true)]
-    targets: Vec<PathBuf>,
+    targets: Vec<String>,
     /// Output format (default: table on a terminal, JSON otherwise).
     #[arg(long, value_enum)]
     format: Option<Format>,
@@ -56,6 +61,40 @@ struct ScanArgs {
     /// Largest file a detector may read (package databases), in MiB.
     #[arg(long, default_value_t = 512, value_name = "MIB")]
     max_file_mib: u64,
+    #[command(flatten)]
+    ebs: EbsArgs,
+}
+
+/// How snapshots are read (`ebs://` targets).
+#[derive(clap::Args, Debug)]
+struct EbsArgs {
+    /// AWS region of the snapshots (default: AWS_REGION, then the profile).
+    #[arg(long, env = "AWS_REGION")]
+    region: Option<String>,
+    /// Snapshot blocks kept in memory, in MiB.
+    #[arg(long, default_value_t = 256, value_name = "MIB")]
+    cache_mib: u64,
+    /// GetSnapshotBlock requests in flight at most.
+    #[arg(long, default_value_t = 64)]
+    max_in_flight: usize,
+    /// EBS direct requests per second at most (AWS allows 1,000 per snapshot).
+    #[arg(long, default_value_t = 500)]
+    requests_per_second: u32,
+}
+
+#[derive(clap::Args, Debug)]
+struct UploadArgs {
+    /// The disk image to upload.
+    image: PathBuf,
+    /// AWS region (default: AWS_REGION, then the profile).
+    #[arg(long, env = "AWS_REGION")]
+    region: Option<String>,
+    /// Snapshot description.
+    #[arg(long)]
+    description: Option<String>,
+    /// Extra tags as KEY=VALUE (the ownership tag is always added).
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    tags: Vec<String>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +119,13 @@ fn main() -> ExitCode {
     init_tracing(cli.verbose);
     match cli.command {
         Command::Scan(args) => run_scan(&args),
+        Command::UploadImage(args) => match run_upload(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("error: {err}");
+                ExitCode::from(1)
+            }
+        },
         Command::Walk(args) => match run_walk(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
@@ -153,8 +199,50 @@ fn run_scan(args: &ScanArgs) -> ExitCode {
     }
 }
 
-fn scan_target(target: &std::path::Path, args: &ScanArgs) -> anyhow::Result<Report> {
-    let source: Arc<dyn BlockSource> = Arc::new(FileSource::open(target)?);
+/// The snapshot id of an `ebs://snap-…` or bare `snap-…` target.
+fn snapshot_id(target: &str) -> Option<&str> {
+    let id = target.strip_prefix("ebs://").unwrap_or(target);
+    let hex = id.strip_prefix("snap-")?;
+    (!hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit())).then_some(id)
+}
+
+fn open_target(target: &str, ebs: &EbsArgs) -> anyhow::Result<Arc<dyn BlockSource>> {
+    if let Some(id) = snapshot_id(target) {
+        let options = EbsOptions {
+            region: ebs.region.clone(),
+            cache_bytes: ebs.cache_mib.saturating_mul(1024 * 1024),
+            max_in_flight: ebs.max_in_flight,
+            requests_per_second: ebs.requests_per_second,
+            ..EbsOptions::default()
+        };
+        return Ok(Arc::new(EbsSource::open(id, options)?));
+    }
+    if target.starts_with("ebs://") {
+        anyhow::bail!("{target}: not a snapshot id (expected ebs://snap-0123456789abcdef0)");
+    }
+    Ok(Arc::new(FileSource::open(std::path::Path::new(target))?))
+}
+
+fn run_upload(args: &UploadArgs) -> anyhow::Result<()> {
+    let mut tags = Vec::new();
+    for tag in &args.tags {
+        let (key, value) = tag
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--tag {tag:?}: expected KEY=VALUE"))?;
+        tags.push((key.to_string(), value.to_string()));
+    }
+    let options = worker::upload::UploadOptions {
+        region: args.region.clone(),
+        description: args.description.clone(),
+        tags,
+    };
+    let uploaded = worker::upload::upload_image(&args.image, &options)?;
+    println!("{}", serde_json::to_string_pretty(&uploaded)?);
+    Ok(())
+}
+
+fn scan_target(target: &str, args: &ScanArgs) -> anyhow::Result<Report> {
+    let source = open_target(target, &args.ebs)?;
     let bar = progress_bar();
     let callback_bar = bar.clone();
     let options = ScanOptions {
@@ -167,7 +255,7 @@ fn scan_target(target: &std::path::Path, args: &ScanArgs) -> anyhow::Result<Repo
             }
         })),
     };
-    let name = target.display().to_string();
+    let name = target.to_string();
     tracing::info!(target = %name, size = source.size(), "scanning");
     let result = scan(source, &name, &options);
     bar.finish_and_clear();

@@ -130,6 +130,7 @@ pub fn scan(
         stats: Stats {
             bytes_read: counted.bytes_read(),
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            remote: disk.remote_stats(),
         },
     })
 }

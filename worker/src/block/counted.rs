@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{BlockError, BlockSource};
+use super::{BlockError, BlockSource, RemoteStats};
 
 /// Wraps a source and counts the bytes successfully read through it.
 #[derive(Debug)]
@@ -36,5 +36,13 @@ impl<S: BlockSource> BlockSource for Counted<S> {
         let len = u64::try_from(buf.len()).unwrap_or(u64::MAX);
         self.bytes_read.fetch_add(len, Ordering::Relaxed);
         Ok(())
+    }
+
+    fn prefetch(&self, ranges: &[(u64, u64)]) {
+        self.inner.prefetch(ranges);
+    }
+
+    fn remote_stats(&self) -> Option<RemoteStats> {
+        self.inner.remote_stats()
     }
 }

@@ -7,6 +7,7 @@
 //! so one source is shared by every rayon thread without a lock.
 
 mod counted;
+mod ebs;
 mod file;
 mod memory;
 mod slice;
@@ -16,6 +17,7 @@ use std::io;
 use std::path::PathBuf;
 
 pub use counted::Counted;
+pub use ebs::{EbsOptions, EbsSource, LIST_WINDOW};
 pub use file::FileSource;
 pub use memory::Memory;
 pub use slice::Slice;
@@ -32,6 +34,32 @@ pub trait BlockSource: Send + Sync + fmt::Debug {
     /// Reading past [`size`](Self::size) is [`BlockError::OutOfRange`], never
     /// a short read; a failed read is [`BlockError::Read`].
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<(), BlockError>;
+
+    /// A hint: these `(offset, len)` ranges will be read soon. A remote
+    /// source starts fetching them in parallel; a local one ignores it.
+    fn prefetch(&self, ranges: &[(u64, u64)]) {
+        let _ = ranges;
+    }
+
+    /// What reading cost, for a source behind an API (`None` for local ones).
+    fn remote_stats(&self) -> Option<RemoteStats> {
+        None
+    }
+}
+
+/// What reading a remote source (an EBS snapshot) cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RemoteStats {
+    /// Blocks the snapshot has (written blocks; the rest read as zeros).
+    pub blocks_allocated: u64,
+    /// Blocks fetched (each once, however often read).
+    pub blocks_fetched: u64,
+    /// API calls made, listing and retries included.
+    pub api_calls: u64,
+    /// Calls that were retried (throttling, 5xx, timeouts, bad checksums).
+    pub retries: u64,
+    /// Block reads served from the cache or a fetch already under way.
+    pub cache_hits: u64,
 }
 
 /// Why a block source could not be opened or read.
@@ -54,6 +82,14 @@ pub enum BlockError {
         len: usize,
         /// Size of the source.
         size: u64,
+    },
+    /// A remote source (an EBS snapshot) failed.
+    #[error("{what}: {detail}")]
+    Remote {
+        /// The snapshot, and the block where one is concerned.
+        what: String,
+        /// What the service said, after retries.
+        detail: String,
     },
     /// The underlying read failed.
     #[error("read of {len} bytes at offset {offset} failed: {source}")]
@@ -88,5 +124,13 @@ impl<T: BlockSource + ?Sized> BlockSource for std::sync::Arc<T> {
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<(), BlockError> {
         (**self).read_exact_at(buf, offset)
+    }
+
+    fn prefetch(&self, ranges: &[(u64, u64)]) {
+        (**self).prefetch(ranges);
+    }
+
+    fn remote_stats(&self) -> Option<RemoteStats> {
+        (**self).remote_stats()
     }
 }

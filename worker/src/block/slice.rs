@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{BlockError, BlockSource, check_range};
+use super::{BlockError, BlockSource, RemoteStats, check_range};
 
 /// `len` bytes of `inner` starting at byte `start`, itself a block source.
 #[derive(Debug, Clone)]
@@ -36,5 +36,23 @@ impl BlockSource for Slice {
         // Cannot overflow: offset + len <= self.len <= inner.size() - start.
         let absolute = self.start.saturating_add(offset);
         self.inner.read_exact_at(buf, absolute)
+    }
+
+    fn prefetch(&self, ranges: &[(u64, u64)]) {
+        let inside: Vec<(u64, u64)> = ranges
+            .iter()
+            .filter(|(offset, _)| *offset < self.len)
+            .map(|&(offset, len)| {
+                (
+                    self.start.saturating_add(offset),
+                    len.min(self.len - offset),
+                )
+            })
+            .collect();
+        self.inner.prefetch(&inside);
+    }
+
+    fn remote_stats(&self) -> Option<RemoteStats> {
+        self.inner.remote_stats()
     }
 }

@@ -9,6 +9,7 @@ pub mod table;
 
 use serde::{Deserialize, Serialize};
 
+use crate::block::RemoteStats;
 use crate::detect::{OsInfo, Package};
 
 /// The report's schema version.
@@ -125,4 +126,9 @@ pub struct Stats {
     pub bytes_read: u64,
     /// Wall time of the scan in milliseconds.
     pub duration_ms: u64,
+    /// For a snapshot read through the EBS direct APIs: `blocks_allocated`,
+    /// `blocks_fetched`, `api_calls`, `retries`, `cache_hits` (absent for
+    /// local targets).
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteStats>,
 }
