@@ -49,6 +49,9 @@ class Fault:
     message: str = "Rate exceeded (fault injected by the emulator)"
     reason: str | None = None  # EBS errors carry a "Reason"
     corrupt: bool = False  # instead of an error: the real answer with one byte flipped
+    # Only requests whose path matches (re.search), e.g. "/blocks/[1-9][0-9]*$"
+    # to fail every EBS block but block 0.
+    path_regex: str | None = None
 
     @classmethod
     def from_json(cls, spec: dict[str, Any]) -> Fault:
@@ -58,10 +61,16 @@ class Fault:
         fault = cls(**spec)
         if fault.count < 1 or not 400 <= fault.status <= 599:
             raise ValueError("count must be >= 1 and status 400..599")
+        if fault.path_regex is not None:
+            re.compile(fault.path_regex)  # a bad pattern is the caller's error, now
         return fault
 
-    def matches(self, service: str, action: str | None) -> bool:
-        return self.service == service and self.action in (None, action)
+    def matches(self, service: str, action: str | None, path: str = "") -> bool:
+        return (
+            self.service == service
+            and self.action in (None, action)
+            and (self.path_regex is None or re.search(self.path_regex, path) is not None)
+        )
 
     def label(self) -> str:
         return f"{self.service}:{self.action or '*'}:{'corrupt' if self.corrupt else self.code}"
@@ -80,11 +89,11 @@ class Controls:
         with self._lock:
             self.faults.append(fault)
 
-    def take_fault(self, service: str, action: str | None) -> Fault | None:
+    def take_fault(self, service: str, action: str | None, path: str = "") -> Fault | None:
         """Consumes one use of the first pending fault matching the call."""
         with self._lock:
             for fault in self.faults:
-                if fault.matches(service, action):
+                if fault.matches(service, action, path):
                     fault.count -= 1
                     if fault.count == 0:
                         self.faults.remove(fault)
@@ -252,7 +261,7 @@ class Middleware:
         delay_ms = self.controls.latency_for(service, action)
         if delay_ms:
             time.sleep(delay_ms / 1000)
-        fault = self.controls.take_fault(service, action)
+        fault = self.controls.take_fault(service, action, environ.get("PATH_INFO", ""))
         if fault is None:
             return self.app(environ, start_response)
         if fault.corrupt:

@@ -523,3 +523,23 @@ def test_busy_port_fails_fast(url):
     )
     assert taken.returncode == 1 and taken.stdout == ""
     assert "cannot serve" in taken.stderr
+
+
+def test_path_regex_limits_a_fault_to_matching_requests(url):
+    """A fault with path_regex fails only the blocks whose path matches."""
+    ebs = client(url, "ebs")
+    snapshot_id = make_snapshot(ebs, {0: block_data(0), 1: block_data(1)})
+    listed = tokens(ebs, snapshot_id)
+    inject(
+        url,
+        service="ebs",
+        action="GetSnapshotBlock",
+        count=100,
+        status=500,
+        code="InternalServerException",
+        path_regex="/blocks/[1-9][0-9]*$",
+    )
+    assert read(ebs, snapshot_id, 0, listed[0])[0] == block_data(0)
+    with pytest.raises(ClientError) as failed:
+        read(ebs, snapshot_id, 1, listed[1])
+    assert error_code(failed) == "InternalServerException"

@@ -15,6 +15,7 @@
 
 pub mod check;
 pub mod corrupt;
+pub mod emulator;
 pub mod image;
 pub mod mount;
 pub mod run;

@@ -207,6 +207,7 @@ pub struct Run {
     args: Vec<OsString>,
     timeout: Duration,
     memory_limit: u64,
+    env: Vec<(String, String)>,
 }
 
 impl Run {
@@ -220,7 +221,15 @@ impl Run {
             args: args.into_iter().map(|a| a.as_ref().to_owned()).collect(),
             timeout: DEFAULT_TIMEOUT,
             memory_limit: MEMORY_LIMIT,
+            env: Vec::new(),
         }
+    }
+
+    /// Set environment variables for the run (the emulator's endpoint, …).
+    #[must_use]
+    pub fn envs(mut self, vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        self.env.extend(vars);
+        self
     }
 
     /// `worker scan TARGET --format json`.
@@ -253,6 +262,7 @@ impl Run {
             .args(&self.args)
             .env("MALLOC_ARENA_MAX", MALLOC_ARENA_MAX)
             .env("RUST_BACKTRACE", "1")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

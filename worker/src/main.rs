@@ -80,6 +80,12 @@ struct EbsArgs {
     /// EBS direct requests per second at most (AWS allows 1,000 per snapshot).
     #[arg(long, default_value_t = 500)]
     requests_per_second: u32,
+    /// Tries per EBS direct request before a block is an error.
+    #[arg(long, default_value_t = 8)]
+    max_attempts: u32,
+    /// ListSnapshotBlocks page size (100..10000; small values for testing).
+    #[arg(long, default_value_t = 10_000, hide = true)]
+    list_page_size: i32,
 }
 
 #[derive(clap::Args, Debug)]
@@ -213,6 +219,8 @@ fn open_target(target: &str, ebs: &EbsArgs) -> anyhow::Result<Arc<dyn BlockSourc
             cache_bytes: ebs.cache_mib.saturating_mul(1024 * 1024),
             max_in_flight: ebs.max_in_flight,
             requests_per_second: ebs.requests_per_second,
+            max_attempts: ebs.max_attempts.max(1),
+            list_page_size: ebs.list_page_size.clamp(100, 10_000),
             ..EbsOptions::default()
         };
         return Ok(Arc::new(EbsSource::open(id, options)?));
