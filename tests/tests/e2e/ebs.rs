@@ -12,7 +12,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use anyhow::{Context, Result, ensure};
 use e2e::emulator::{Emulator, emulator};
 use e2e::image::{self, MIB};
+use e2e::mount::{LoopMount, mounts_allowed};
 use e2e::run::{Outcome, Run};
+use e2e::tools::{run, tool};
 use e2e::{tree, workdir};
 use serde_json::json;
 use worker::report::{Report, SkipReason};
@@ -82,6 +84,20 @@ fn nonzero_blocks(image: &Path) -> Result<u64> {
         .count() as u64)
 }
 
+/// A bare XFS image in `dir` holding a Debian-like root, filled through the
+/// kernel (XFS reads its files' extents ahead through the prefetch hint).
+fn debian_on_xfs(dir: &Path) -> Result<std::path::PathBuf> {
+    let root = dir.join("xfs-root");
+    tree::debian_root(&root)?;
+    let img = dir.join("debian-xfs.img");
+    image::sparse(&img, 320 * MIB)?;
+    run(tool("mkfs.xfs")?.args(["-q", "-f"]).arg(&img))?;
+    let mount = LoopMount::new(&img, &dir.join("xfs-mnt"), "rw")?;
+    run(tool("cp")?.arg("-a").arg(root.join(".")).arg(mount.path()))?;
+    mount.unmount()?;
+    Ok(img)
+}
+
 /// A GPT Debian disk (EFI + ext4 root) in `dir`.
 fn debian_disk(dir: &Path) -> Result<std::path::PathBuf> {
     let root = dir.join("root");
@@ -97,7 +113,11 @@ fn snapshot_scan_equals_the_local_scan() -> Result<()> {
     let alpine_root = dir.path().join("alpine");
     tree::alpine_root(&alpine_root)?;
     let alpine = image::bare_ext4(dir.path(), "alpine.img", &alpine_root, 64 * MIB)?;
-    for image in [&disk, &alpine] {
+    let mut images = vec![disk, alpine];
+    if mounts_allowed() {
+        images.push(debian_on_xfs(dir.path())?);
+    }
+    for image in &images {
         let snapshot = upload(emulator, image)?;
         let outcome = scan_snapshot(emulator, &snapshot, &[])?;
         let remote = outcome.report()?;

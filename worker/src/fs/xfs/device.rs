@@ -177,6 +177,12 @@ impl Device {
             })
     }
 
+    /// A hint that these `(offset, len)` byte ranges will be read next: a
+    /// snapshot source fetches them in parallel instead of one by one.
+    pub(super) fn prefetch(&self, ranges: &[(u64, u64)]) {
+        self.source.prefetch(ranges);
+    }
+
     /// `len` bytes of metadata at `offset`, through the cache.
     pub(super) fn block(&self, offset: u64, len: usize, what: &str) -> Result<Block, FsError> {
         if let Some(block) = self.cache.borrow_mut().get(&(offset, len)) {
