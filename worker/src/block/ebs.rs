@@ -135,6 +135,13 @@ impl Slot {
             SlotState::Pending
         )
     }
+
+    fn is_failed(&self) -> bool {
+        matches!(
+            *self.state.lock().unwrap_or_else(PoisonError::into_inner),
+            SlotState::Failed(_)
+        )
+    }
 }
 
 /// Fetched blocks, evicted oldest first past the byte budget (pending
@@ -315,7 +322,9 @@ impl EbsSource {
                     waits.push(None);
                     continue;
                 }
-                if let Some(slot) = cache.slots.get(&index) {
+                // A failed fetch (a read-ahead that gave up, say) is tried
+                // again by the reader that needs the block.
+                if let Some(slot) = cache.slots.get(&index).filter(|slot| !slot.is_failed()) {
                     shared.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
                     waits.push(Some((index, Arc::clone(slot))));
                     continue;
@@ -486,10 +495,10 @@ async fn verify(
 ) -> Result<Arc<[u8]>, String> {
     let expected_len = output.data_length;
     let checksum = output.checksum.clone();
-    let data = output
-        .block_data
-        .collect()
+    // The attempt timeout covers the response head; the body gets its own.
+    let data = tokio::time::timeout(shared.options.request_timeout, output.block_data.collect())
         .await
+        .map_err(|_| "timed out reading the block data".to_string())?
         .map_err(|err| format!("reading the block data: {err}"))?
         .into_bytes();
     let len = u64::try_from(data.len()).unwrap_or(u64::MAX);
