@@ -247,10 +247,11 @@ fn scan_volume(
         }
         Err(err) => {
             let reason = match err {
-                FsError::Unsupported { .. } if !matches!(probe.kind, FsKind::Ext4) => {
+                FsError::Unsupported { .. } if !probe.kind.has_reader() => {
                     SkipReason::UnsupportedFilesystem
                 }
                 FsError::Unsupported { .. } => SkipReason::UnsupportedFeature,
+                FsError::Encrypted { .. } => SkipReason::Encrypted,
                 FsError::Io { .. } => SkipReason::ReadError,
                 _ => SkipReason::Corrupt,
             };

@@ -37,6 +37,12 @@ pub enum FsKind {
 }
 
 impl FsKind {
+    /// Whether this scanner parses the filesystem (the others are reported
+    /// and skipped as unsupported).
+    pub fn has_reader(self) -> bool {
+        matches!(self, FsKind::Ext4 | FsKind::Xfs)
+    }
+
     /// The name used in reports (`ext4`, `xfs`, `vfat`, …).
     pub fn name(self) -> &'static str {
         match self {
