@@ -466,6 +466,7 @@ async fn fetch_block(shared: &Shared, index: u64) -> Result<Arc<[u8]>, String> {
                         .counters
                         .blocks_fetched
                         .fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(snapshot = %shared.snapshot_id, block = index, attempt, "fetched");
                     return Ok(data);
                 }
                 Err(detail) => CallError {
