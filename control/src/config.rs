@@ -209,6 +209,18 @@ impl Config {
                 .filter(|n| (1..=MAX_ATTEMPTS).contains(n))
                 .ok_or_else(|| invalid(ENV_MAX_ATTEMPTS, &value, "a whole number from 1 to 20"))?,
         };
+        let snapshot_max_age = hours(ENV_SNAPSHOT_MAX_AGE_HOURS, defaults.snapshot_max_age)?;
+        let sweep_ttl = hours(ENV_SWEEP_TTL_HOURS, defaults.sweep_ttl)?;
+        // A scan may hand out a snapshot up to the max age old; the sweep
+        // must leave it to the worker for a while longer.
+        if sweep_ttl <= snapshot_max_age {
+            return Err(invalid(
+                ENV_SWEEP_TTL_HOURS,
+                &get(ENV_SWEEP_TTL_HOURS)
+                    .unwrap_or_else(|| format!("{}", sweep_ttl.as_secs_f64() / 3600.0)),
+                "more hours than CONTROL_SNAPSHOT_MAX_AGE_HOURS (the sweep would delete snapshots a scan just reused)",
+            ));
+        }
         Ok(Self {
             regions,
             queue_url: get(ENV_QUEUE_URL),
@@ -216,8 +228,8 @@ impl Config {
             ownership,
             opt_out,
             include_stopped,
-            snapshot_max_age: hours(ENV_SNAPSHOT_MAX_AGE_HOURS, defaults.snapshot_max_age)?,
-            sweep_ttl: hours(ENV_SWEEP_TTL_HOURS, defaults.sweep_ttl)?,
+            snapshot_max_age,
+            sweep_ttl,
             max_attempts,
             initial_backoff: defaults.initial_backoff,
         })
@@ -313,6 +325,7 @@ mod tests {
             (ENV_SWEEP_TTL_HOURS, "1e30"),
             (ENV_MAX_ATTEMPTS, "0"),
             (ENV_OWNERSHIP_TAG_KEY, "aws:createdBy"),
+            (ENV_SWEEP_TTL_HOURS, "20"),
         ] {
             let err = config(&[(var, value)]).expect_err(value);
             assert_eq!(err.var, var);

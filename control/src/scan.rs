@@ -360,6 +360,9 @@ async fn scan_region(
             }
         }
     }
+    // Snapshots still in flight when a throttle stopped the region are
+    // abandoned: any that were made are owned, reused by the next scan or
+    // swept.
     drop(taken);
 
     match enqueue::enqueue(&ctx.sqs(), queue_url, &jobs).await {

@@ -27,7 +27,8 @@ pub struct ScanJob {
     /// One entry per EBS volume attached to the instance when it was
     /// discovered, in the instance's block-device order.
     pub snapshots: Vec<JobSnapshot>,
-    /// When the job was made: RFC 3339 in UTC (`2024-05-01T12:00:00Z`).
+    /// When the scan run that made the job started: RFC 3339 in UTC
+    /// (`2024-05-01T12:00:00Z`).
     pub created_at: String,
 }
 
