@@ -5,12 +5,27 @@
 //! nothing without it is ever deleted. The match is exact — another value, a
 //! key in another case, or the tag on a related resource but not on this one
 //! does not make a resource ours.
+//!
+//! The scan job ([`ScanJob`]): what the control Lambda puts on the queue for
+//! each instance and the worker reads back.
 #![deny(missing_docs)]
+
+mod job;
+
+pub use job::{JOB_VERSION, JobError, JobSnapshot, ScanJob};
 
 /// The ownership tag's default key.
 pub const OWNERSHIP_TAG_KEY: &str = "Created By";
 /// The ownership tag's default value.
 pub const OWNERSHIP_TAG_VALUE: &str = "Mondoo";
+
+/// Tag on a snapshot the scanner made: the instance it was taken for.
+pub const TAG_INSTANCE: &str = "Mondoo:Instance";
+/// Tag on a snapshot the scanner made one volume at a time: the volume (a
+/// set made by `CreateSnapshots` names it in the snapshot's own `VolumeId`).
+pub const TAG_VOLUME: &str = "Mondoo:Volume";
+/// Tag on a snapshot the scanner made: the scan run that made it.
+pub const TAG_SCAN_ID: &str = "Mondoo:ScanId";
 
 /// The tag that marks a resource as created by the scanner.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,343 @@
+//! Configuration, from environment variables only (the Lambda's
+//! environment, set by the CloudFormation template; the same variables for
+//! `control invoke`). `control/README.md` lists them; an empty value counts
+//! as unset, as CloudFormation passes optional parameters.
+
+use std::time::Duration;
+
+use scanner_contract::{OWNERSHIP_TAG_KEY, OWNERSHIP_TAG_VALUE, OwnershipTag};
+
+/// Regions to work in (comma list); unset: every region enabled in the account.
+pub const ENV_REGIONS: &str = "CONTROL_REGIONS";
+/// The scan queue's URL.
+pub const ENV_QUEUE_URL: &str = "CONTROL_QUEUE_URL";
+/// The worker Auto Scaling group's name.
+pub const ENV_ASG_NAME: &str = "CONTROL_ASG_NAME";
+/// The ownership tag's key.
+pub const ENV_OWNERSHIP_TAG_KEY: &str = "CONTROL_OWNERSHIP_TAG_KEY";
+/// The ownership tag's value.
+pub const ENV_OWNERSHIP_TAG_VALUE: &str = "CONTROL_OWNERSHIP_TAG_VALUE";
+/// The opt-out tag, `KEY=VALUE`.
+pub const ENV_OPT_OUT_TAG: &str = "CONTROL_OPT_OUT_TAG";
+/// Scan stopped instances too (`true`/`false`).
+pub const ENV_INCLUDE_STOPPED: &str = "CONTROL_INCLUDE_STOPPED";
+/// Reuse an owned snapshot younger than this many hours.
+pub const ENV_SNAPSHOT_MAX_AGE_HOURS: &str = "CONTROL_SNAPSHOT_MAX_AGE_HOURS";
+/// The sweep deletes owned snapshots and volumes older than this many hours.
+pub const ENV_SWEEP_TTL_HOURS: &str = "CONTROL_SWEEP_TTL_HOURS";
+/// Attempts per AWS call, the first included (the SDK's standard retry).
+pub const ENV_MAX_ATTEMPTS: &str = "CONTROL_MAX_ATTEMPTS";
+
+/// The default opt-out tag.
+pub const DEFAULT_OPT_OUT: (&str, &str) = ("Mondoo:Exclude", "true");
+/// Default snapshot reuse age: a daily scan makes one snapshot set a day.
+pub const DEFAULT_SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(20 * 3600);
+/// Default sweep TTL: longer than the queue keeps a job (SQS's default
+/// retention is 4 days), so a job never outlives its snapshots.
+pub const DEFAULT_SWEEP_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Default attempts per call: throttling is the common failure here, and
+/// the standard strategy backs off exponentially between attempts.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+/// Longest age or TTL accepted, in hours (ten years): beyond that a typo.
+const MAX_HOURS: f64 = 24.0 * 366.0 * 10.0;
+/// Most attempts accepted.
+const MAX_ATTEMPTS: u32 = 20;
+
+/// A tag key and value, matched exactly on the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptOutTag {
+    /// The key, matched exactly.
+    pub key: String,
+    /// The value, matched ignoring ASCII case (`true`, `True`).
+    pub value: String,
+}
+
+impl OptOutTag {
+    /// Whether a resource with these tags opted out.
+    pub fn matches<'a>(&self, tags: impl IntoIterator<Item = (&'a str, &'a str)>) -> bool {
+        tags.into_iter()
+            .any(|(key, value)| key == self.key && value.eq_ignore_ascii_case(&self.value))
+    }
+}
+
+/// Everything the handler is configured with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Regions to work in; `None`: every enabled region (`DescribeRegions`).
+    pub regions: Option<Vec<String>>,
+    /// The scan queue; a scan and a scale need it.
+    pub queue_url: Option<String>,
+    /// The worker group; a scale needs it, a scan scales it when set.
+    pub asg_name: Option<String>,
+    /// What marks a resource as the scanner's.
+    pub ownership: OwnershipTag,
+    /// What marks an instance the customer does not want scanned.
+    pub opt_out: OptOutTag,
+    /// Scan stopped instances as well as running ones.
+    pub include_stopped: bool,
+    /// Reuse an owned snapshot of a volume younger than this (zero: never).
+    pub snapshot_max_age: Duration,
+    /// The sweep's default TTL (an event may name another).
+    pub sweep_ttl: Duration,
+    /// Attempts per AWS call, the first included.
+    pub max_attempts: u32,
+    /// The standard retry strategy's first backoff (it doubles per attempt,
+    /// with jitter, up to 20 s). Not an environment variable: tests shorten it.
+    pub initial_backoff: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            regions: None,
+            queue_url: None,
+            asg_name: None,
+            ownership: OwnershipTag::default(),
+            opt_out: OptOutTag {
+                key: DEFAULT_OPT_OUT.0.to_string(),
+                value: DEFAULT_OPT_OUT.1.to_string(),
+            },
+            include_stopped: false,
+            snapshot_max_age: DEFAULT_SNAPSHOT_MAX_AGE,
+            sweep_ttl: DEFAULT_SWEEP_TTL,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            initial_backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A variable with a value that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{var}={value:?}: expected {expected}")]
+pub struct ConfigError {
+    /// The variable.
+    pub var: &'static str,
+    /// Its value.
+    pub value: String,
+    /// What it should be.
+    pub expected: &'static str,
+}
+
+impl Config {
+    /// Read the process environment.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first variable whose value is unusable.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// Read variables through `get` (the environment, or a map in tests).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first variable whose value is unusable.
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| {
+            get(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let defaults = Self::default();
+        let invalid = |var, value: &str, expected| ConfigError {
+            var,
+            value: value.to_string(),
+            expected,
+        };
+        let regions = match get(ENV_REGIONS) {
+            None => None,
+            Some(list) => {
+                let regions: Vec<String> = list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|r| !r.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                if regions.is_empty() || regions.iter().any(|r| !is_region_name(r)) {
+                    return Err(invalid(
+                        ENV_REGIONS,
+                        &list,
+                        "a comma list of region names (us-east-1,eu-west-1)",
+                    ));
+                }
+                Some(regions)
+            }
+        };
+        let ownership = OwnershipTag {
+            key: get(ENV_OWNERSHIP_TAG_KEY).unwrap_or_else(|| OWNERSHIP_TAG_KEY.to_string()),
+            value: get(ENV_OWNERSHIP_TAG_VALUE).unwrap_or_else(|| OWNERSHIP_TAG_VALUE.to_string()),
+        };
+        if ownership.key.starts_with("aws:") {
+            return Err(invalid(
+                ENV_OWNERSHIP_TAG_KEY,
+                &ownership.key,
+                "a tag key the scanner may set (not aws:…)",
+            ));
+        }
+        let opt_out = match get(ENV_OPT_OUT_TAG) {
+            None => defaults.opt_out.clone(),
+            Some(tag) => match tag.split_once('=') {
+                Some((key, value)) if !key.is_empty() && !value.is_empty() => OptOutTag {
+                    key: key.to_string(),
+                    value: value.to_string(),
+                },
+                _ => return Err(invalid(ENV_OPT_OUT_TAG, &tag, "KEY=VALUE")),
+            },
+        };
+        let include_stopped = match get(ENV_INCLUDE_STOPPED) {
+            None => defaults.include_stopped,
+            Some(flag) => match flag.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                _ => return Err(invalid(ENV_INCLUDE_STOPPED, &flag, "true or false")),
+            },
+        };
+        let hours = |var: &'static str, default: Duration| match get(var) {
+            None => Ok(default),
+            Some(value) => parse_hours(&value).ok_or_else(|| {
+                invalid(
+                    var,
+                    &value,
+                    "a number of hours, 0 or more (0.5 is 30 minutes)",
+                )
+            }),
+        };
+        let max_attempts = match get(ENV_MAX_ATTEMPTS) {
+            None => defaults.max_attempts,
+            Some(value) => value
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=MAX_ATTEMPTS).contains(n))
+                .ok_or_else(|| invalid(ENV_MAX_ATTEMPTS, &value, "a whole number from 1 to 20"))?,
+        };
+        let snapshot_max_age = hours(ENV_SNAPSHOT_MAX_AGE_HOURS, defaults.snapshot_max_age)?;
+        let sweep_ttl = hours(ENV_SWEEP_TTL_HOURS, defaults.sweep_ttl)?;
+        // A scan may hand out a snapshot up to the max age old; the sweep
+        // must leave it to the worker for a while longer.
+        if sweep_ttl <= snapshot_max_age {
+            return Err(invalid(
+                ENV_SWEEP_TTL_HOURS,
+                &get(ENV_SWEEP_TTL_HOURS)
+                    .unwrap_or_else(|| format!("{}", sweep_ttl.as_secs_f64() / 3600.0)),
+                "more hours than CONTROL_SNAPSHOT_MAX_AGE_HOURS (the sweep would delete snapshots a scan just reused)",
+            ));
+        }
+        Ok(Self {
+            regions,
+            queue_url: get(ENV_QUEUE_URL),
+            asg_name: get(ENV_ASG_NAME),
+            ownership,
+            opt_out,
+            include_stopped,
+            snapshot_max_age,
+            sweep_ttl,
+            max_attempts,
+            initial_backoff: defaults.initial_backoff,
+        })
+    }
+}
+
+/// Hours (a non-negative number, fractions allowed, at most ten years) as a
+/// duration.
+pub fn parse_hours(value: &str) -> Option<Duration> {
+    value.parse::<f64>().ok().and_then(hours)
+}
+
+/// `hours` as a duration, when it is a number of hours from 0 to ten years.
+pub fn hours(hours: f64) -> Option<Duration> {
+    if !(0.0..=MAX_HOURS).contains(&hours) {
+        return None;
+    }
+    Duration::try_from_secs_f64(hours * 3600.0).ok()
+}
+
+/// `us-east-1`, `eu-central-2`, `us-gov-west-1`: lower-case letters, digits
+/// and dashes, starting with a letter.
+fn is_region_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.contains('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_vars(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn nothing_set_is_the_defaults() {
+        assert_eq!(config(&[]), Ok(Config::default()));
+        // CloudFormation passes optional parameters as empty strings.
+        assert_eq!(
+            config(&[(ENV_REGIONS, ""), (ENV_QUEUE_URL, " ")]),
+            Ok(Config::default())
+        );
+    }
+
+    #[test]
+    fn every_variable_is_read() {
+        let config = config(&[
+            (ENV_REGIONS, "us-east-1, eu-west-1"),
+            (ENV_QUEUE_URL, "https://sqs/q"),
+            (ENV_ASG_NAME, "workers"),
+            (ENV_OWNERSHIP_TAG_KEY, "Owner"),
+            (ENV_OWNERSHIP_TAG_VALUE, "scanner"),
+            (ENV_OPT_OUT_TAG, "NoScan=yes"),
+            (ENV_INCLUDE_STOPPED, "true"),
+            (ENV_SNAPSHOT_MAX_AGE_HOURS, "0.5"),
+            (ENV_SWEEP_TTL_HOURS, "48"),
+            (ENV_MAX_ATTEMPTS, "3"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            config.regions,
+            Some(vec!["us-east-1".to_string(), "eu-west-1".to_string()])
+        );
+        assert_eq!(config.queue_url.as_deref(), Some("https://sqs/q"));
+        assert_eq!(config.asg_name.as_deref(), Some("workers"));
+        assert_eq!(config.ownership.key, "Owner");
+        assert_eq!(config.ownership.value, "scanner");
+        assert_eq!(config.opt_out.key, "NoScan");
+        assert!(config.include_stopped);
+        assert_eq!(config.snapshot_max_age, Duration::from_secs(1800));
+        assert_eq!(config.sweep_ttl, Duration::from_secs(48 * 3600));
+        assert_eq!(config.max_attempts, 3);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (var, value) in [
+            (ENV_REGIONS, "us-east-1,,Eu West"),
+            (ENV_OPT_OUT_TAG, "Mondoo:Exclude"),
+            (ENV_INCLUDE_STOPPED, "maybe"),
+            (ENV_SNAPSHOT_MAX_AGE_HOURS, "-1"),
+            (ENV_SWEEP_TTL_HOURS, "NaN"),
+            (ENV_SWEEP_TTL_HOURS, "1e30"),
+            (ENV_MAX_ATTEMPTS, "0"),
+            (ENV_OWNERSHIP_TAG_KEY, "aws:createdBy"),
+            (ENV_SWEEP_TTL_HOURS, "20"),
+        ] {
+            let err = config(&[(var, value)]).expect_err(value);
+            assert_eq!(err.var, var);
+            assert!(err.to_string().starts_with(var), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_opt_out_key_is_exact_its_value_any_case() {
+        let tag = Config::default().opt_out;
+        assert!(tag.matches([("Mondoo:Exclude", "True")]));
+        assert!(!tag.matches([("mondoo:exclude", "true")]));
+        assert!(!tag.matches([("Mondoo:Exclude", "false")]));
+    }
+}

@@ -1,0 +1,69 @@
+//! The handler: one event in, one response out. A plain async function of
+//! the event and the context, which the Lambda runtime, `control invoke` and
+//! the tests all call the same way.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::ctx::Ctx;
+use crate::event::{Event, EventError};
+use crate::scale::{ScaleError, ScaleSummary, scale};
+use crate::scan::{ScanError, ScanSummary, scan};
+use crate::sweep::{SweepError, SweepSummary, sweep};
+
+/// What the handler did: the JSON response, tagged with the action.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "action", rename_all = "lowercase")]
+pub enum Response {
+    /// A scan.
+    Scan(ScanSummary),
+    /// A sweep.
+    Sweep(SweepSummary),
+    /// A scale.
+    Scale(ScaleSummary),
+}
+
+/// Why the handler failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The event is not one the handler accepts.
+    #[error(transparent)]
+    Event(#[from] EventError),
+    /// The scan failed.
+    #[error(transparent)]
+    Scan(#[from] ScanError),
+    /// The sweep failed.
+    #[error(transparent)]
+    Sweep(#[from] SweepError),
+    /// The scale failed.
+    #[error(transparent)]
+    Scale(#[from] ScaleError),
+}
+
+impl ControlError {
+    /// A short name of the kind of failure (the Lambda error type).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Event(_) => "InvalidEvent",
+            Self::Scan(_) => "ScanFailed",
+            Self::Sweep(_) => "SweepFailed",
+            Self::Scale(_) => "ScaleFailed",
+        }
+    }
+}
+
+/// Handle one event.
+///
+/// # Errors
+/// [`ControlError`]: an event not understood, or the failed action's error.
+pub async fn handle(event: Value, ctx: &Ctx) -> Result<Response, ControlError> {
+    let event = Event::parse(&event)?;
+    tracing::info!(?event, "handling");
+    Ok(match event {
+        Event::Scan { instance_ids } => Response::Scan(scan(ctx, instance_ids.as_deref()).await?),
+        Event::Sweep { ttl } => {
+            Response::Sweep(sweep(ctx, ttl.unwrap_or(ctx.config().sweep_ttl)).await?)
+        }
+        Event::Scale => Response::Scale(scale(ctx).await?),
+    })
+}
