@@ -258,20 +258,18 @@ async fn sweep_region(
             }
         }
     }
-    for id in expired {
-        match delete_snapshot(&ec2, ownership, &id, cutoff).await {
-            Ok(Verdict::Deleted) => summary.snapshots_deleted.push(id),
-            Ok(verdict) => summary.kept.push(Kept { id, verdict }),
-            Err(err) if err.is_throttling() => {
-                let error = SweepRegionError::Throttled { id, source: err };
-                let failure = stop(&mut summary, error);
-                return (summary, failure);
-            }
-            Err(err) => summary.failed.push(FailedDelete {
-                id,
-                error: err.to_string(),
-            }),
-        }
+    if let Err(error) = delete_expired(
+        &ec2,
+        Owned::Snapshot,
+        expired,
+        ownership,
+        cutoff,
+        &mut summary,
+    )
+    .await
+    {
+        let failure = stop(&mut summary, error);
+        return (summary, failure);
     }
 
     // Volumes.
@@ -307,20 +305,18 @@ async fn sweep_region(
             }
         }
     }
-    for id in expired {
-        match delete_volume(&ec2, ownership, &id, cutoff).await {
-            Ok(Verdict::Deleted) => summary.volumes_deleted.push(id),
-            Ok(verdict) => summary.kept.push(Kept { id, verdict }),
-            Err(err) if err.is_throttling() => {
-                let error = SweepRegionError::Throttled { id, source: err };
-                let failure = stop(&mut summary, error);
-                return (summary, failure);
-            }
-            Err(err) => summary.failed.push(FailedDelete {
-                id,
-                error: err.to_string(),
-            }),
-        }
+    if let Err(error) = delete_expired(
+        &ec2,
+        Owned::Volume,
+        expired,
+        ownership,
+        cutoff,
+        &mut summary,
+    )
+    .await
+    {
+        let failure = stop(&mut summary, error);
+        return (summary, failure);
     }
     for kept in &summary.kept {
         if kept.verdict == Verdict::NotOwned {
@@ -339,6 +335,46 @@ async fn sweep_region(
         "region swept"
     );
     (summary, None)
+}
+
+/// The kinds of resource the sweep deletes.
+#[derive(Debug, Clone, Copy)]
+enum Owned {
+    Snapshot,
+    Volume,
+}
+
+/// Delete each of `ids` through the tag-checking delete of its kind and
+/// record the verdicts; throttling stops the region (returned as its error).
+async fn delete_expired(
+    ec2: &Client,
+    kind: Owned,
+    ids: Vec<String>,
+    ownership: &OwnershipTag,
+    cutoff: SystemTime,
+    summary: &mut RegionSweep,
+) -> Result<(), SweepRegionError> {
+    for id in ids {
+        let result = match kind {
+            Owned::Snapshot => delete_snapshot(ec2, ownership, &id, cutoff).await,
+            Owned::Volume => delete_volume(ec2, ownership, &id, cutoff).await,
+        };
+        match result {
+            Ok(Verdict::Deleted) => match kind {
+                Owned::Snapshot => summary.snapshots_deleted.push(id),
+                Owned::Volume => summary.volumes_deleted.push(id),
+            },
+            Ok(verdict) => summary.kept.push(Kept { id, verdict }),
+            Err(err) if err.is_throttling() => {
+                return Err(SweepRegionError::Throttled { id, source: err });
+            }
+            Err(err) => summary.failed.push(FailedDelete {
+                id,
+                error: err.to_string(),
+            }),
+        }
+    }
+    Ok(())
 }
 
 /// Started (or created) at or before `cutoff`. No time is not expired.
