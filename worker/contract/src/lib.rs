@@ -8,11 +8,16 @@
 //!
 //! The scan job ([`ScanJob`]): what the control Lambda puts on the queue for
 //! each instance and the worker reads back.
+//!
+//! The SSM parameters ([`ParameterNames`]) and the fleet-wide [`Pause`]
+//! the Lambda writes and every worker reads.
 #![deny(missing_docs)]
 
 mod job;
+mod params;
 
 pub use job::{JOB_VERSION, JobError, JobSnapshot, ScanJob};
+pub use params::{DEFAULT_PARAMETER_PREFIX, ParameterNames, Pause};
 
 /// The ownership tag's default key.
 pub const OWNERSHIP_TAG_KEY: &str = "Created By";
