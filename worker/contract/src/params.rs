@@ -151,12 +151,19 @@ mod tests {
 
     #[test]
     fn a_pause_is_active_only_before_its_end() {
-        let pause = Pause::from_json(r#"{"until": 100, "reason": "throttled"}"#).unwrap();
+        let pause =
+            Pause::from_json(r#"{"until": 100, "reason": "throttled"}"#).expect("a pause parses");
         assert!(pause.is_active(99));
         assert!(!pause.is_active(100));
         assert!(!Pause::NONE.is_active(0));
-        assert_eq!(Pause::from_json(&pause.to_json()).unwrap(), pause);
+        assert_eq!(
+            Pause::from_json(&pause.to_json()).expect("a pause parses"),
+            pause
+        );
         assert!(Pause::from_json("paused").is_err());
-        assert_eq!(Pause::from_json(r#"{"until": 0}"#).unwrap(), Pause::NONE);
+        assert_eq!(
+            Pause::from_json(r#"{"until": 0}"#).expect("a pause parses"),
+            Pause::NONE
+        );
     }
 }
