@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use scanner_contract::{OWNERSHIP_TAG_KEY, OWNERSHIP_TAG_VALUE, OwnershipTag};
+use scanner_contract::{OWNERSHIP_TAG_KEY, OWNERSHIP_TAG_VALUE, OwnershipTag, ParameterNames};
 
 /// Regions to work in (comma list); unset: every region enabled in the account.
 pub const ENV_REGIONS: &str = "CONTROL_REGIONS";
@@ -25,6 +25,8 @@ pub const ENV_INCLUDE_STOPPED: &str = "CONTROL_INCLUDE_STOPPED";
 pub const ENV_SNAPSHOT_MAX_AGE_HOURS: &str = "CONTROL_SNAPSHOT_MAX_AGE_HOURS";
 /// The sweep deletes owned snapshots and volumes older than this many hours.
 pub const ENV_SWEEP_TTL_HOURS: &str = "CONTROL_SWEEP_TTL_HOURS";
+/// The SSM parameter prefix shared with the workers (`/mondoo/scanner`).
+pub const ENV_PARAMETER_PREFIX: &str = "CONTROL_PARAMETER_PREFIX";
 /// Attempts per AWS call, the first included (the SDK's standard retry).
 pub const ENV_MAX_ATTEMPTS: &str = "CONTROL_MAX_ATTEMPTS";
 
@@ -79,6 +81,9 @@ pub struct Config {
     pub snapshot_max_age: Duration,
     /// The sweep's default TTL (an event may name another).
     pub sweep_ttl: Duration,
+    /// The SSM parameters shared with the workers (the pause, the service
+    /// credential, …), under `CONTROL_PARAMETER_PREFIX`.
+    pub parameters: ParameterNames,
     /// Attempts per AWS call, the first included.
     pub max_attempts: u32,
     /// The standard retry strategy's first backoff (it doubles per attempt,
@@ -100,6 +105,7 @@ impl Default for Config {
             include_stopped: false,
             snapshot_max_age: DEFAULT_SNAPSHOT_MAX_AGE,
             sweep_ttl: DEFAULT_SWEEP_TTL,
+            parameters: ParameterNames::default(),
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             initial_backoff: Duration::from_secs(1),
         }
@@ -230,6 +236,9 @@ impl Config {
             include_stopped,
             snapshot_max_age,
             sweep_ttl,
+            parameters: get(ENV_PARAMETER_PREFIX).map_or_else(ParameterNames::default, |prefix| {
+                ParameterNames::new(&prefix)
+            }),
             max_attempts,
             initial_backoff: defaults.initial_backoff,
         })

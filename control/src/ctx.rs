@@ -83,6 +83,12 @@ impl Ctx {
         aws_sdk_sqs::Client::new(&self.sdk)
     }
 
+    /// An SSM Parameter Store client in the home region (the pause, the
+    /// service credential).
+    pub fn ssm(&self) -> aws_sdk_ssm::Client {
+        aws_sdk_ssm::Client::new(&self.sdk)
+    }
+
     /// An Auto Scaling client in the home region.
     pub fn autoscaling(&self) -> aws_sdk_autoscaling::Client {
         aws_sdk_autoscaling::Client::new(&self.sdk)
