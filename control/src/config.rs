@@ -29,6 +29,18 @@ pub const ENV_SWEEP_TTL_HOURS: &str = "CONTROL_SWEEP_TTL_HOURS";
 pub const ENV_PARAMETER_PREFIX: &str = "CONTROL_PARAMETER_PREFIX";
 /// Attempts per AWS call, the first included (the SDK's standard retry).
 pub const ENV_MAX_ATTEMPTS: &str = "CONTROL_MAX_ATTEMPTS";
+/// Minutes the fleet pauses after throttling outlasted the retries.
+pub const ENV_PAUSE_MINUTES: &str = "CONTROL_PAUSE_MINUTES";
+/// The sweep terminates owned instances launched more than this many hours ago.
+pub const ENV_INSTANCE_TTL_HOURS: &str = "CONTROL_INSTANCE_TTL_HOURS";
+/// Snapshots pending at once per account and region, the customer's included.
+pub const ENV_MAX_PENDING_SNAPSHOTS: &str = "CONTROL_MAX_PENDING_SNAPSHOTS";
+/// Jobs are delayed evenly over this many seconds (SQS `DelaySeconds`).
+pub const ENV_JOB_SPREAD_SECONDS: &str = "CONTROL_JOB_SPREAD_SECONDS";
+/// Only instances with one of these tags are scanned (`KEY=VALUE,KEY=*`).
+pub const ENV_INCLUDE_TAGS: &str = "CONTROL_INCLUDE_TAGS";
+/// Instances with one of these tags are not scanned (`KEY=VALUE,KEY=*`).
+pub const ENV_EXCLUDE_TAGS: &str = "CONTROL_EXCLUDE_TAGS";
 
 /// The default opt-out tag.
 pub const DEFAULT_OPT_OUT: (&str, &str) = ("Mondoo:Exclude", "true");
@@ -40,6 +52,23 @@ pub const DEFAULT_SWEEP_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Default attempts per call: throttling is the common failure here, and
 /// the standard strategy backs off exponentially between attempts.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+/// Default pause: the 15 minutes, long enough for EC2's token
+/// buckets to refill completely.
+pub const DEFAULT_PAUSE: Duration = Duration::from_secs(15 * 60);
+/// Default instance TTL: workers scale themselves in when the queue is
+/// empty; one alive a day later is stuck, and costs money.
+pub const DEFAULT_INSTANCE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Default pending-snapshot quota per account and region (EBS's default).
+pub const DEFAULT_MAX_PENDING_SNAPSHOTS: usize = 100;
+/// Default job spread: five minutes of `DelaySeconds`.
+pub const DEFAULT_JOB_SPREAD: Duration = Duration::from_secs(300);
+/// SQS's largest `DelaySeconds`.
+pub const MAX_JOB_SPREAD_SECONDS: u64 = 900;
+/// Longest pause accepted, in minutes (a day).
+const MAX_PAUSE_MINUTES: u64 = 24 * 60;
+/// Largest pending-snapshot quota accepted (EBS raises it on request, not
+/// beyond thousands).
+const MAX_PENDING_SNAPSHOTS: usize = 10_000;
 /// Longest age or TTL accepted, in hours (ten years): beyond that a typo.
 const MAX_HOURS: f64 = 24.0 * 366.0 * 10.0;
 /// Most attempts accepted.
@@ -59,6 +88,43 @@ impl OptOutTag {
     pub fn matches<'a>(&self, tags: impl IntoIterator<Item = (&'a str, &'a str)>) -> bool {
         tags.into_iter()
             .any(|(key, value)| key == self.key && value.eq_ignore_ascii_case(&self.value))
+    }
+}
+
+/// A tag an include or exclude filter matches: the key exactly, the value
+/// exactly or (`KEY=*`) any value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagFilter {
+    /// The key, matched exactly.
+    pub key: String,
+    /// The value, matched exactly; `None`: any value.
+    pub value: Option<String>,
+}
+
+impl TagFilter {
+    /// Whether one of `tags` matches.
+    pub fn matches<'a>(&self, tags: impl IntoIterator<Item = (&'a str, &'a str)>) -> bool {
+        tags.into_iter().any(|(key, value)| {
+            key == self.key && self.value.as_deref().is_none_or(|wanted| wanted == value)
+        })
+    }
+
+    /// Parse `KEY=VALUE,KEY=*` (an empty list is no filter).
+    pub fn parse_list(list: &str) -> Option<Vec<Self>> {
+        list.split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(|item| match item.split_once('=') {
+                Some((key, value)) if !key.trim().is_empty() && !value.trim().is_empty() => {
+                    let (key, value) = (key.trim(), value.trim());
+                    Some(Self {
+                        key: key.to_string(),
+                        value: (value != "*").then(|| value.to_string()),
+                    })
+                }
+                _ => None,
+            })
+            .collect()
     }
 }
 
@@ -86,6 +152,19 @@ pub struct Config {
     pub parameters: ParameterNames,
     /// Attempts per AWS call, the first included.
     pub max_attempts: u32,
+    /// How long the fleet pauses after throttling outlasted the retries
+    /// (zero: no pause is written).
+    pub pause: Duration,
+    /// The sweep terminates owned instances launched longer ago than this.
+    pub instance_ttl: Duration,
+    /// Snapshots pending at once per account and region.
+    pub max_pending_snapshots: usize,
+    /// Jobs are delayed evenly over this window (at most 900 s).
+    pub job_spread: Duration,
+    /// With any, only instances carrying one of them are scanned.
+    pub include_tags: Vec<TagFilter>,
+    /// Instances carrying one of these are not scanned (wins over includes).
+    pub exclude_tags: Vec<TagFilter>,
     /// The standard retry strategy's first backoff (it doubles per attempt,
     /// with jitter, up to 20 s). Not an environment variable: tests shorten it.
     pub initial_backoff: Duration,
@@ -108,6 +187,12 @@ impl Default for Config {
             parameters: ParameterNames::default(),
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             initial_backoff: Duration::from_secs(1),
+            pause: DEFAULT_PAUSE,
+            instance_ttl: DEFAULT_INSTANCE_TTL,
+            max_pending_snapshots: DEFAULT_MAX_PENDING_SNAPSHOTS,
+            job_spread: DEFAULT_JOB_SPREAD,
+            include_tags: Vec::new(),
+            exclude_tags: Vec::new(),
         }
     }
 }
@@ -215,6 +300,49 @@ impl Config {
                 .filter(|n| (1..=MAX_ATTEMPTS).contains(n))
                 .ok_or_else(|| invalid(ENV_MAX_ATTEMPTS, &value, "a whole number from 1 to 20"))?,
         };
+        let whole = |var: &'static str, max: u64, expected: &'static str| match get(var) {
+            None => Ok(None),
+            Some(value) => value
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n <= max)
+                .map(Some)
+                .ok_or_else(|| invalid(var, &value, expected)),
+        };
+        let pause = whole(
+            ENV_PAUSE_MINUTES,
+            MAX_PAUSE_MINUTES,
+            "a whole number of minutes from 0 to 1440",
+        )?
+        .map_or(defaults.pause, |minutes| Duration::from_secs(minutes * 60));
+        let max_pending_snapshots = whole(
+            ENV_MAX_PENDING_SNAPSHOTS,
+            MAX_PENDING_SNAPSHOTS as u64,
+            "a whole number from 1 to 10000",
+        )?
+        .map(|n| usize::try_from(n).unwrap_or(MAX_PENDING_SNAPSHOTS))
+        .unwrap_or(defaults.max_pending_snapshots);
+        if max_pending_snapshots == 0 {
+            return Err(invalid(
+                ENV_MAX_PENDING_SNAPSHOTS,
+                "0",
+                "a whole number from 1 to 10000",
+            ));
+        }
+        let job_spread = whole(
+            ENV_JOB_SPREAD_SECONDS,
+            MAX_JOB_SPREAD_SECONDS,
+            "a whole number of seconds from 0 to 900 (SQS's longest delay)",
+        )?
+        .map_or(defaults.job_spread, Duration::from_secs);
+        let tags = |var: &'static str| match get(var) {
+            None => Ok(Vec::new()),
+            Some(list) => TagFilter::parse_list(&list)
+                .ok_or_else(|| invalid(var, &list, "a comma list of KEY=VALUE or KEY=*")),
+        };
+        let include_tags = tags(ENV_INCLUDE_TAGS)?;
+        let exclude_tags = tags(ENV_EXCLUDE_TAGS)?;
+        let instance_ttl = hours(ENV_INSTANCE_TTL_HOURS, defaults.instance_ttl)?;
         let snapshot_max_age = hours(ENV_SNAPSHOT_MAX_AGE_HOURS, defaults.snapshot_max_age)?;
         let sweep_ttl = hours(ENV_SWEEP_TTL_HOURS, defaults.sweep_ttl)?;
         // A scan may hand out a snapshot up to the max age old; the sweep
@@ -241,6 +369,12 @@ impl Config {
             }),
             max_attempts,
             initial_backoff: defaults.initial_backoff,
+            pause,
+            instance_ttl,
+            max_pending_snapshots,
+            job_spread,
+            include_tags,
+            exclude_tags,
         })
     }
 }
@@ -306,8 +440,32 @@ mod tests {
             (ENV_SNAPSHOT_MAX_AGE_HOURS, "0.5"),
             (ENV_SWEEP_TTL_HOURS, "48"),
             (ENV_MAX_ATTEMPTS, "3"),
+            (ENV_PAUSE_MINUTES, "30"),
+            (ENV_INSTANCE_TTL_HOURS, "6"),
+            (ENV_MAX_PENDING_SNAPSHOTS, "50"),
+            (ENV_JOB_SPREAD_SECONDS, "900"),
+            (ENV_INCLUDE_TAGS, "env=prod, team=*"),
+            (ENV_EXCLUDE_TAGS, "Scan=no"),
         ])
         .expect("valid");
+        assert_eq!(config.pause, Duration::from_secs(1800));
+        assert_eq!(config.instance_ttl, Duration::from_secs(6 * 3600));
+        assert_eq!(config.max_pending_snapshots, 50);
+        assert_eq!(config.job_spread, Duration::from_secs(900));
+        assert_eq!(
+            config.include_tags,
+            vec![
+                TagFilter {
+                    key: "env".to_string(),
+                    value: Some("prod".to_string())
+                },
+                TagFilter {
+                    key: "team".to_string(),
+                    value: None
+                },
+            ]
+        );
+        assert_eq!(config.exclude_tags.len(), 1);
         assert_eq!(
             config.regions,
             Some(vec!["us-east-1".to_string(), "eu-west-1".to_string()])
@@ -335,11 +493,35 @@ mod tests {
             (ENV_MAX_ATTEMPTS, "0"),
             (ENV_OWNERSHIP_TAG_KEY, "aws:createdBy"),
             (ENV_SWEEP_TTL_HOURS, "20"),
+            (ENV_PAUSE_MINUTES, "1441"),
+            (ENV_PAUSE_MINUTES, "5.5"),
+            (ENV_INSTANCE_TTL_HOURS, "-2"),
+            (ENV_MAX_PENDING_SNAPSHOTS, "0"),
+            (ENV_MAX_PENDING_SNAPSHOTS, "many"),
+            (ENV_JOB_SPREAD_SECONDS, "901"),
+            (ENV_INCLUDE_TAGS, "env"),
+            (ENV_EXCLUDE_TAGS, "=prod"),
+            (ENV_EXCLUDE_TAGS, "env="),
         ] {
             let err = config(&[(var, value)]).expect_err(value);
             assert_eq!(err.var, var);
             assert!(err.to_string().starts_with(var), "{err}");
         }
+    }
+
+    #[test]
+    fn tag_filters_match_the_key_exactly_and_the_value_or_any() {
+        let filters = TagFilter::parse_list("env=prod,team=*").expect("valid");
+        let matches =
+            |tags: &[(&str, &str)]| filters.iter().any(|f| f.matches(tags.iter().copied()));
+        assert!(matches(&[("env", "prod")]));
+        assert!(matches(&[("team", "")]));
+        assert!(matches(&[("Name", "x"), ("team", "blue")]));
+        assert!(!matches(&[("env", "Prod")]));
+        assert!(!matches(&[("Env", "prod")]));
+        assert!(!matches(&[("envx", "prod")]));
+        assert!(!matches(&[]));
+        assert_eq!(TagFilter::parse_list(" , "), Some(Vec::new()));
     }
 
     #[test]

@@ -12,6 +12,9 @@
 //! - **sweep** ([`sweep`]): delete what the scanner made and no longer
 //!   needs — only what carries the ownership tag.
 //!
+//! Throttling that outlasts the retries pauses the whole fleet for a while
+//! ([`pause`]), through an SSM parameter the workers read.
+//!
 //! The context ([`Ctx`]) holds the configuration ([`config`], from the
 //! environment) and the one `SdkConfig` every client is built from. AWS
 //! failures are [`error::ApiError`]s; calls are counted per invocation
@@ -26,6 +29,7 @@ pub mod enqueue;
 pub mod error;
 pub mod event;
 pub mod handler;
+pub mod pause;
 pub mod regions;
 pub mod scale;
 pub mod scan;

@@ -21,7 +21,7 @@ use aws_smithy_types::DateTime;
 use aws_smithy_types::date_time::Format;
 use futures_util::StreamExt;
 use futures_util::stream;
-use scanner_contract::{JOB_VERSION, ScanJob};
+use scanner_contract::{JOB_VERSION, Pause, ScanJob};
 use serde::Serialize;
 
 use crate::calls::{ApiCalls, Counts};
@@ -30,6 +30,7 @@ use crate::ctx::Ctx;
 use crate::discover::{self, SkipReason};
 use crate::enqueue::{self, EnqueueError, FailedJob};
 use crate::error::ApiError;
+use crate::pause::{self, PauseError};
 use crate::regions::regions;
 use crate::scale::{self, ScaleSummary};
 use crate::snapshot::{self, SnapshotError};
@@ -67,6 +68,37 @@ pub struct ScanSummary {
     /// Why the resize failed (the jobs are queued; the next scale retries).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scale_error: Option<String>,
+    /// The scan did nothing: the fleet is paused until then
+    /// ([`crate::pause`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused: Option<Pause>,
+    /// Throttling outlasted the retries: this scan paused the fleet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pause_started: Option<Pause>,
+    /// Why the pause could not be written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pause_error: Option<String>,
+}
+
+impl ScanSummary {
+    fn empty(scan_id: String) -> Self {
+        Self {
+            scan_id,
+            regions: Vec::new(),
+            instances: 0,
+            jobs: 0,
+            snapshots_created: 0,
+            snapshots_reused: 0,
+            not_found: Vec::new(),
+            ec2: Counts::default(),
+            ec2_calls_per_instance: None,
+            scale: None,
+            scale_error: None,
+            paused: None,
+            pause_started: None,
+            pause_error: None,
+        }
+    }
 }
 
 /// What a scan did in one region.
@@ -117,6 +149,17 @@ pub enum RegionError {
     Enqueue(#[source] EnqueueError),
 }
 
+impl RegionError {
+    /// The region stopped because AWS throttled a call past its retries.
+    pub fn is_throttling(&self) -> bool {
+        match self {
+            Self::Discover(api) | Self::Reuse(api) => api.is_throttling(),
+            Self::Throttled(_) => true,
+            Self::Enqueue(err) => err.source.is_throttling(),
+        }
+    }
+}
+
 /// A region whose scan stopped.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{region}: {error}")]
@@ -140,6 +183,9 @@ pub enum ScanError {
     /// The enabled regions could not be listed.
     #[error("listing the enabled regions: {0}")]
     Regions(#[source] ApiError),
+    /// Whether the fleet is paused could not be told.
+    #[error("{0}")]
+    Pause(#[source] PauseError),
     /// Some regions failed; the others' jobs are enqueued.
     #[error(
         "scan {} failed in {} of {} regions ({} jobs enqueued elsewhere): {}",
@@ -168,9 +214,30 @@ pub async fn scan(ctx: &Ctx, instance_ids: Option<&[String]>) -> Result<ScanSumm
         .queue_url
         .clone()
         .ok_or(ScanError::NotConfigured { var: ENV_QUEUE_URL })?;
-    let calls = ApiCalls::default();
-    let regions = regions(ctx, &calls).await.map_err(ScanError::Regions)?;
     let scan_id = uuid::Uuid::new_v4().to_string();
+    if let Some(paused) = pause::active(ctx).await.map_err(ScanError::Pause)? {
+        tracing::warn!(
+            until = paused.until,
+            reason = paused.reason,
+            "paused: not scanning"
+        );
+        return Ok(ScanSummary {
+            paused: Some(paused),
+            ..ScanSummary::empty(scan_id)
+        });
+    }
+    let calls = ApiCalls::default();
+    let regions = match regions(ctx, &calls).await {
+        Ok(regions) => regions,
+        Err(err) => {
+            if err.is_throttling() {
+                // Best effort: the scan's error says what failed.
+                let _ = pause::after_throttling(ctx, &format!("DescribeRegions throttled: {err}"))
+                    .await;
+            }
+            return Err(ScanError::Regions(err));
+        }
+    };
     let now = SystemTime::now();
     tracing::info!(scan_id, regions = regions.len(), "scan started");
 
@@ -180,19 +247,7 @@ pub async fn scan(ctx: &Ctx, instance_ids: Option<&[String]>) -> Result<ScanSumm
         }))
         .await;
 
-    let mut summary = ScanSummary {
-        scan_id,
-        regions: Vec::with_capacity(outcomes.len()),
-        instances: 0,
-        jobs: 0,
-        snapshots_created: 0,
-        snapshots_reused: 0,
-        not_found: Vec::new(),
-        ec2: Counts::default(),
-        ec2_calls_per_instance: None,
-        scale: None,
-        scale_error: None,
-    };
+    let mut summary = ScanSummary::empty(scan_id);
     let mut failures = Vec::new();
     let mut found = BTreeSet::new();
     for (region, seen, failure) in outcomes {
@@ -215,6 +270,12 @@ pub async fn scan(ctx: &Ctx, instance_ids: Option<&[String]>) -> Result<ScanSumm
             .filter(|id| !found.contains(*id))
             .cloned()
             .collect();
+    }
+    if let Some(throttled) = failures.iter().find(|f| f.error.is_throttling()) {
+        match pause::after_throttling(ctx, &throttled.to_string()).await {
+            Ok(pause) => summary.pause_started = pause,
+            Err(err) => summary.pause_error = Some(err.to_string()),
+        }
     }
     summary.ec2 = calls.counts();
     if summary.instances > 0 {

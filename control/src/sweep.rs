@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::types::{Filter, VolumeState};
-use scanner_contract::OwnershipTag;
+use scanner_contract::{OwnershipTag, Pause};
 use serde::Serialize;
 
 use crate::calls::{ApiCalls, Counts};
@@ -58,6 +58,13 @@ pub struct SweepSummary {
     pub volumes_deleted: usize,
     /// EC2 calls and attempts, per operation.
     pub ec2: Counts,
+    /// Throttling outlasted the retries: this sweep paused the fleet
+    /// ([`crate::pause`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pause_started: Option<Pause>,
+    /// Why the pause could not be written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pause_error: Option<String>,
 }
 
 /// What a sweep did in one region.
@@ -119,6 +126,16 @@ pub enum SweepRegionError {
     },
 }
 
+impl SweepRegionError {
+    /// The region stopped because AWS throttled a call past its retries.
+    pub fn is_throttling(&self) -> bool {
+        match self {
+            Self::List { source, .. } => source.is_throttling(),
+            Self::Throttled { .. } => true,
+        }
+    }
+}
+
 /// A region whose sweep stopped.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{region}: {error}")]
@@ -175,6 +192,8 @@ pub async fn sweep(ctx: &Ctx, ttl: Duration) -> Result<SweepSummary, SweepError>
         snapshots_deleted: 0,
         volumes_deleted: 0,
         ec2: Counts::default(),
+        pause_started: None,
+        pause_error: None,
     };
     let mut failures = Vec::new();
     for (region, failure) in outcomes {
@@ -187,6 +206,12 @@ pub async fn sweep(ctx: &Ctx, ttl: Duration) -> Result<SweepSummary, SweepError>
             });
         }
         summary.regions.push(region);
+    }
+    if let Some(throttled) = failures.iter().find(|f| f.error.is_throttling()) {
+        match crate::pause::after_throttling(ctx, &throttled.to_string()).await {
+            Ok(pause) => summary.pause_started = pause,
+            Err(err) => summary.pause_error = Some(err.to_string()),
+        }
     }
     summary.ec2 = calls.counts();
     tracing::info!(

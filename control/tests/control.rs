@@ -116,6 +116,11 @@ impl World {
         aws_sdk_sqs::Client::new(&self.loader().load().await)
     }
 
+    /// An SSM client in the home region (the pause parameter).
+    pub async fn ssm(&self) -> aws_sdk_ssm::Client {
+        aws_sdk_ssm::Client::new(&self.loader().load().await)
+    }
+
     /// An Auto Scaling client in the home region.
     pub async fn autoscaling(&self) -> aws_sdk_autoscaling::Client {
         aws_sdk_autoscaling::Client::new(&self.loader().load().await)

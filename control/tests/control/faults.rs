@@ -1,10 +1,14 @@
 //! Faults injected into the emulator: throttling the SDK's retries absorb,
 //! throttling that outlasts them (a clean error naming the region), and an
-//! instance whose snapshot fails while the others go on.
+//! instance whose snapshot fails while the others go on; the fleet-wide
+//! pause that throttling past the retries starts.
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
+use aws_smithy_types::error::display::DisplayErrorContext;
+use control::pause::epoch_now;
 use control::scan::{RegionError, ScanError};
 use control::{ControlError, handle};
+use scanner_contract::{ParameterNames, Pause};
 use serde_json::json;
 
 use crate::fleet::{self, launch};
@@ -141,6 +145,90 @@ fn one_instance_failing_does_not_stop_the_others() -> Result<()> {
             fleet::jobs(&sqs, &queue).await?.len() == 2,
             "two jobs queued"
         );
+        Ok(())
+    })
+}
+
+/// The pause parameter's value, parsed.
+async fn stored_pause(ssm: &aws_sdk_ssm::Client) -> Result<Pause> {
+    let name = ParameterNames::default().pause();
+    let answer = ssm
+        .get_parameter()
+        .name(&name)
+        .send()
+        .await
+        .map_err(|err| anyhow::anyhow!("GetParameter {name}: {}", DisplayErrorContext(&err)))?;
+    let value = answer
+        .parameter()
+        .and_then(|p| p.value())
+        .context("the parameter has no value")?;
+    Pause::from_json(value).with_context(|| format!("{name} holds {value:?}"))
+}
+
+#[test]
+fn throttling_past_the_retries_pauses_the_fleet_until_it_passes() -> Result<()> {
+    with_world(|world| async move {
+        launch(&world.ec2(REGION).await, &[], &["/dev/xvda"]).await?;
+        let sqs = world.sqs().await;
+        let ssm = world.ssm().await;
+        let queue = fleet::queue(&sqs, "jobs").await?;
+        let ctx = world.ctx(config(&[REGION], &queue)).await;
+        world.emulator.inject(&throttle("DescribeInstances", 100))?;
+
+        let err = handle(json!({"action": "scan"}), &ctx)
+            .await
+            .expect_err("throttled on every attempt");
+        let ControlError::Scan(ScanError::Incomplete { summary, .. }) = err else {
+            bail!("not a failed region: {err}");
+        };
+        let started = summary
+            .pause_started
+            .clone()
+            .with_context(|| format!("no pause started: {summary:#?}"))?;
+        let expected = epoch_now() + 15 * 60;
+        ensure!(
+            (expected - 60..=expected).contains(&started.until),
+            "the pause ends in about 15 minutes: {started:?}, expected ~{expected}"
+        );
+        ensure!(
+            started.reason.contains("eu-west-1") && started.reason.contains("DescribeInstances"),
+            "{started:?}"
+        );
+        ensure!(
+            stored_pause(&ssm).await? == started,
+            "the workers' parameter holds it"
+        );
+
+        // The throttling is over, but the pause holds: nothing is called.
+        world.emulator.clear_faults()?;
+        let paused = scan(&ctx, json!({"action": "scan"})).await?;
+        ensure!(paused.paused.as_ref() == Some(&started), "{paused:#?}");
+        ensure!(
+            paused.instances == 0 && paused.ec2.total_calls() == 0,
+            "{paused:#?}"
+        );
+        ensure!(fleet::depth(&sqs, &queue).await? == 0, "nothing enqueued");
+        let response = serde_json::to_value(control::Response::Scan(paused))?;
+        ensure!(
+            response["paused"]["until"] == json!(started.until),
+            "the response says until when: {response}"
+        );
+
+        // Once it has passed, scans resume.
+        control::pause::write(
+            &ctx,
+            &Pause {
+                until: epoch_now() - 1,
+                reason: started.reason.clone(),
+            },
+        )
+        .await?;
+        let resumed = scan(&ctx, json!({"action": "scan"})).await?;
+        ensure!(
+            resumed.paused.is_none() && resumed.jobs == 1,
+            "{resumed:#?}"
+        );
+        ensure!(fleet::depth(&sqs, &queue).await? == 1, "the job is queued");
         Ok(())
     })
 }
