@@ -1,23 +1,31 @@
 //! The sweep: delete the snapshots and available volumes the scanner made
-//! that are older than a TTL, in every region — and nothing else.
+//! that are older than a TTL, and terminate its instances (workers) that
+//! outlived the instance TTL, in every region — and nothing else.
+//!
+//! Workers normally scale themselves in when the queue is empty; one still
+//! alive a day later is stuck (a hung scan, a lost lifecycle hook) and
+//! costs money, so it goes. The instance TTL is `CONTROL_INSTANCE_TTL_HOURS`,
+//! or the sweep's TTL when that is shorter (`ttl_hours: 0` removes
+//! everything owned, as the stack's deletion needs).
 //!
 //! Two checks stand between a resource and its deletion:
-//! 1. it is listed with the ownership tag as a filter (`DescribeSnapshots`
-//!    of our account, `DescribeVolumes` in state `available`), and is older
-//!    than the TTL;
+//! 1. it is listed with the ownership tag as a filter (`DescribeInstances`
+//!    not terminated, `DescribeSnapshots` of our account, `DescribeVolumes`
+//!    in state `available`), and is older than the TTL;
 //! 2. right before the delete it is described again, by id, and the code
 //!    checks the ownership tag itself ([`OwnershipTag::is_owned`], an exact
 //!    match), its age, and (a volume) that it is still `available`.
 //!
-//! [`delete_snapshot`] and [`delete_volume`] are that second check and the
-//! delete; they are the only code here that deletes, and they refuse any
-//! resource that does not carry the exact tag — whatever id they are handed.
-//! (IAM conditions on the tag restrict the same deletes in the template.)
+//! [`terminate_instance`], [`delete_snapshot`] and [`delete_volume`] are
+//! that second check and the delete; they are the only code here that
+//! deletes, and they refuse any resource that does not carry the exact tag
+//! — whatever id they are handed. (IAM conditions on the tag restrict the
+//! same deletes in the template.)
 
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_ec2::Client;
-use aws_sdk_ec2::types::{Filter, VolumeState};
+use aws_sdk_ec2::types::{Filter, InstanceStateName, VolumeState};
 use scanner_contract::{OwnershipTag, Pause};
 use serde::Serialize;
 
@@ -41,6 +49,8 @@ pub enum Verdict {
     NotExpired,
     /// Kept: a volume that is not `available` (attached, in use).
     NotAvailable,
+    /// An instance terminated.
+    Terminated,
     /// Already gone (or not in this account).
     Gone,
 }
@@ -48,14 +58,18 @@ pub enum Verdict {
 /// What a sweep did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SweepSummary {
-    /// The TTL it applied, in hours.
+    /// The TTL it applied to snapshots and volumes, in hours.
     pub ttl_hours: f64,
+    /// The TTL it applied to instances, in hours.
+    pub instance_ttl_hours: f64,
     /// Per region, sorted by name.
     pub regions: Vec<RegionSweep>,
     /// Snapshots deleted, every region.
     pub snapshots_deleted: usize,
     /// Volumes deleted, every region.
     pub volumes_deleted: usize,
+    /// Instances terminated, every region.
+    pub instances_terminated: usize,
     /// EC2 calls and attempts, per operation.
     pub ec2: Counts,
     /// Throttling outlasted the retries: this sweep paused the fleet
@@ -76,6 +90,8 @@ pub struct RegionSweep {
     pub snapshots_deleted: Vec<String>,
     /// Volumes deleted.
     pub volumes_deleted: Vec<String>,
+    /// Instances terminated.
+    pub instances_terminated: Vec<String>,
     /// Owned resources younger than the TTL (left alone, not listed).
     pub not_expired: usize,
     /// Listed as owned and expired but kept on the second look, and why.
@@ -90,7 +106,7 @@ pub struct RegionSweep {
 /// A resource kept on the second look.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Kept {
-    /// `snap-…` or `vol-…`.
+    /// `i-…`, `snap-…` or `vol-…`.
     pub id: String,
     /// Why.
     pub verdict: Verdict,
@@ -99,7 +115,7 @@ pub struct Kept {
 /// A delete that failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FailedDelete {
-    /// `snap-…` or `vol-…`.
+    /// `i-…`, `snap-…` or `vol-…`.
     pub id: String,
     /// Why.
     pub error: String,
@@ -111,7 +127,7 @@ pub enum SweepRegionError {
     /// Owned resources could not be listed.
     #[error("listing owned {what}: {source}")]
     List {
-        /// `snapshots` or `volumes`.
+        /// `instances`, `snapshots` or `volumes`.
         what: &'static str,
         /// The call.
         source: ApiError,
@@ -169,25 +185,33 @@ pub enum SweepError {
 }
 
 /// Sweep every configured region: delete owned snapshots and available
-/// volumes older than `ttl`.
+/// volumes older than `ttl`, terminate owned instances older than the
+/// instance TTL (or `ttl`, when shorter).
 ///
 /// # Errors
 /// [`SweepError`]: no region list, or regions that failed (naming each).
 pub async fn sweep(ctx: &Ctx, ttl: Duration) -> Result<SweepSummary, SweepError> {
     let calls = ApiCalls::default();
     let regions = regions(ctx, &calls).await.map_err(SweepError::Regions)?;
-    let cutoff = SystemTime::now()
-        .checked_sub(ttl)
-        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let now = SystemTime::now();
+    let instance_ttl = ttl.min(ctx.config().instance_ttl);
+    let cutoffs = Cutoffs {
+        resources: now.checked_sub(ttl).unwrap_or(SystemTime::UNIX_EPOCH),
+        instances: now
+            .checked_sub(instance_ttl)
+            .unwrap_or(SystemTime::UNIX_EPOCH),
+    };
     let ownership = &ctx.config().ownership;
     let outcomes = futures_util::future::join_all(
         regions
             .iter()
-            .map(|region| sweep_region(ctx.ec2(region, &calls), region, ownership, cutoff)),
+            .map(|region| sweep_region(ctx.ec2(region, &calls), region, ownership, cutoffs)),
     )
     .await;
     let mut summary = SweepSummary {
         ttl_hours: ttl.as_secs_f64() / 3600.0,
+        instance_ttl_hours: instance_ttl.as_secs_f64() / 3600.0,
+        instances_terminated: 0,
         regions: Vec::with_capacity(outcomes.len()),
         snapshots_deleted: 0,
         volumes_deleted: 0,
@@ -199,6 +223,7 @@ pub async fn sweep(ctx: &Ctx, ttl: Duration) -> Result<SweepSummary, SweepError>
     for (region, failure) in outcomes {
         summary.snapshots_deleted += region.snapshots_deleted.len();
         summary.volumes_deleted += region.volumes_deleted.len();
+        summary.instances_terminated += region.instances_terminated.len();
         if let Some(error) = failure {
             failures.push(SweepRegionFailure {
                 region: region.region.clone(),
@@ -217,6 +242,7 @@ pub async fn sweep(ctx: &Ctx, ttl: Duration) -> Result<SweepSummary, SweepError>
     tracing::info!(
         snapshots_deleted = summary.snapshots_deleted,
         volumes_deleted = summary.volumes_deleted,
+        instances_terminated = summary.instances_terminated,
         failed_regions = failures.len(),
         "sweep finished"
     );
@@ -230,11 +256,24 @@ pub async fn sweep(ctx: &Ctx, ttl: Duration) -> Result<SweepSummary, SweepError>
     }
 }
 
+/// What is expired: started (or launched) at or before these.
+#[derive(Debug, Clone, Copy)]
+struct Cutoffs {
+    /// Snapshots and volumes.
+    resources: SystemTime,
+    /// Instances.
+    instances: SystemTime,
+}
+
+/// Instance states an owned instance is listed in (not `shutting-down` or
+/// `terminated`: already on their way).
+const LIVE_STATES: &[&str] = &["pending", "running", "stopping", "stopped"];
+
 async fn sweep_region(
     ec2: Client,
     region: &str,
     ownership: &OwnershipTag,
-    cutoff: SystemTime,
+    cutoffs: Cutoffs,
 ) -> (RegionSweep, Option<SweepRegionError>) {
     let mut summary = RegionSweep {
         region: region.to_string(),
@@ -249,6 +288,60 @@ async fn sweep_region(
         .name(format!("tag:{}", ownership.key))
         .values(&ownership.value)
         .build();
+
+    // Instances first: a terminated worker frees its volumes for the next
+    // sweep.
+    let mut expired = Vec::new();
+    let mut pages = ec2
+        .describe_instances()
+        .filters(tag_filter.clone())
+        .filters(
+            Filter::builder()
+                .name("instance-state-name")
+                .set_values(Some(LIVE_STATES.iter().map(|s| s.to_string()).collect()))
+                .build(),
+        )
+        .max_results(PAGE_SIZE)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = match page {
+            Ok(page) => page,
+            Err(err) => {
+                let source = ApiError::new("DescribeInstances", &err);
+                let error = SweepRegionError::List {
+                    what: "instances",
+                    source,
+                };
+                let failure = stop(&mut summary, error);
+                return (summary, failure);
+            }
+        };
+        for instance in page.reservations().iter().flat_map(|r| r.instances()) {
+            let Some(id) = instance.instance_id() else {
+                continue;
+            };
+            if is_expired(instance.launch_time(), cutoffs.instances) {
+                expired.push(id.to_string());
+            } else {
+                summary.not_expired += 1;
+            }
+        }
+    }
+    if let Err(error) = delete_expired(
+        &ec2,
+        Owned::Instance,
+        expired,
+        ownership,
+        cutoffs.instances,
+        &mut summary,
+    )
+    .await
+    {
+        let failure = stop(&mut summary, error);
+        return (summary, failure);
+    }
+    let cutoff = cutoffs.resources;
 
     // Snapshots.
     let mut expired = Vec::new();
@@ -356,6 +449,7 @@ async fn sweep_region(
         region,
         snapshots_deleted = summary.snapshots_deleted.len(),
         volumes_deleted = summary.volumes_deleted.len(),
+        instances_terminated = summary.instances_terminated.len(),
         not_expired = summary.not_expired,
         "region swept"
     );
@@ -365,6 +459,7 @@ async fn sweep_region(
 /// The kinds of resource the sweep deletes.
 #[derive(Debug, Clone, Copy)]
 enum Owned {
+    Instance,
     Snapshot,
     Volume,
 }
@@ -381,14 +476,17 @@ async fn delete_expired(
 ) -> Result<(), SweepRegionError> {
     for id in ids {
         let result = match kind {
+            Owned::Instance => terminate_instance(ec2, ownership, &id, cutoff).await,
             Owned::Snapshot => delete_snapshot(ec2, ownership, &id, cutoff).await,
             Owned::Volume => delete_volume(ec2, ownership, &id, cutoff).await,
         };
         match result {
             Ok(Verdict::Deleted) => match kind {
+                Owned::Instance => summary.instances_terminated.push(id),
                 Owned::Snapshot => summary.snapshots_deleted.push(id),
                 Owned::Volume => summary.volumes_deleted.push(id),
             },
+            Ok(Verdict::Terminated) => summary.instances_terminated.push(id),
             Ok(verdict) => summary.kept.push(Kept { id, verdict }),
             Err(err) if err.is_throttling() => {
                 return Err(SweepRegionError::Throttled { id, source: err });
@@ -407,6 +505,81 @@ fn is_expired(started: Option<&aws_smithy_types::DateTime>, cutoff: SystemTime) 
     started
         .and_then(|t| SystemTime::try_from(*t).ok())
         .is_some_and(|started| started <= cutoff)
+}
+
+/// Terminate the instance `instance_id` if — described again now — it
+/// carries `ownership` exactly, is not already shutting down or terminated,
+/// and was launched at or before `cutoff`. Anything else is kept, and the
+/// verdict says why.
+///
+/// # Errors
+/// [`ApiError`] when the describe or the terminate fails.
+pub async fn terminate_instance(
+    ec2: &Client,
+    ownership: &OwnershipTag,
+    instance_id: &str,
+    cutoff: SystemTime,
+) -> Result<Verdict, ApiError> {
+    let gone = |err: ApiError| {
+        if err.is_code("InvalidInstanceID.NotFound") || err.is_code("InvalidInstanceID.Malformed") {
+            Ok(Verdict::Gone)
+        } else {
+            Err(err)
+        }
+    };
+    let described = match ec2
+        .describe_instances()
+        .instance_ids(instance_id)
+        .send()
+        .await
+    {
+        Ok(described) => described,
+        Err(err) => {
+            return gone(ApiError::new(
+                format!("DescribeInstances {instance_id}"),
+                &err,
+            ));
+        }
+    };
+    let Some(instance) = described
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .find(|i| i.instance_id() == Some(instance_id))
+    else {
+        return Ok(Verdict::Gone);
+    };
+    let tags = instance
+        .tags()
+        .iter()
+        .filter_map(|t| Some((t.key()?, t.value().unwrap_or(""))));
+    if !ownership.is_owned(tags) {
+        return Ok(Verdict::NotOwned);
+    }
+    if matches!(
+        instance.state().and_then(|s| s.name()),
+        Some(InstanceStateName::ShuttingDown | InstanceStateName::Terminated)
+    ) {
+        return Ok(Verdict::Gone);
+    }
+    if !is_expired(instance.launch_time(), cutoff) {
+        return Ok(Verdict::NotExpired);
+    }
+    match ec2
+        .terminate_instances()
+        .instance_ids(instance_id)
+        .send()
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(instance = instance_id, "terminated");
+            Ok(Verdict::Terminated)
+        }
+        Err(err) => gone(ApiError::new(
+            format!("TerminateInstances {instance_id}"),
+            &err,
+        )),
+    }
 }
 
 /// Delete the snapshot `snapshot_id` if — described again now — it belongs

@@ -91,6 +91,22 @@ pub async fn volumes_of(
         .collect())
 }
 
+/// The instance's state (`running`, `terminated`, …).
+pub async fn state(ec2: &aws_sdk_ec2::Client, instance: &str) -> Result<String> {
+    let answer = ec2
+        .describe_instances()
+        .instance_ids(instance)
+        .send()
+        .await
+        .map_err(|err| anyhow::anyhow!("DescribeInstances: {}", DisplayErrorContext(&err)))?;
+    answer
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .find_map(|i| i.state()?.name().map(|n| n.as_str().to_string()))
+        .with_context(|| format!("{instance} has no state"))
+}
+
 /// Stop the instance.
 pub async fn stop(ec2: &aws_sdk_ec2::Client, instance: &str) -> Result<()> {
     ec2.stop_instances()
