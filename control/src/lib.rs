@@ -30,6 +30,7 @@ pub mod error;
 pub mod event;
 pub mod handler;
 pub mod pause;
+pub mod quota;
 pub mod regions;
 pub mod scale;
 pub mod scan;

@@ -31,6 +31,7 @@ use crate::discover::{self, SkipReason};
 use crate::enqueue::{self, EnqueueError, FailedJob};
 use crate::error::ApiError;
 use crate::pause::{self, PauseError};
+use crate::quota::{self, Deferral, Planner};
 use crate::regions::regions;
 use crate::scale::{self, ScaleSummary};
 use crate::snapshot::{self, SnapshotError};
@@ -54,6 +55,8 @@ pub struct ScanSummary {
     pub snapshots_created: usize,
     /// Snapshots reused, every region.
     pub snapshots_reused: usize,
+    /// Instances deferred to the next scan by a snapshot quota, every region.
+    pub deferred: usize,
     /// Requested instances not found running (or stopped, when those are
     /// scanned) in any region.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -89,6 +92,7 @@ impl ScanSummary {
             jobs: 0,
             snapshots_created: 0,
             snapshots_reused: 0,
+            deferred: 0,
             not_found: Vec::new(),
             ec2: Counts::default(),
             ec2_calls_per_instance: None,
@@ -116,6 +120,9 @@ pub struct RegionScan {
     pub snapshots_reused: usize,
     /// Instances not scanned, and why.
     pub skipped: Vec<SkippedInstance>,
+    /// Instances left to the next scan by a snapshot quota ([`crate::quota`]):
+    /// no snapshot, no job.
+    pub deferred: Vec<DeferredInstance>,
     /// Instances whose snapshots or job failed.
     pub failed: Vec<FailedJob>,
     /// Why the region stopped, when it did.
@@ -132,6 +139,15 @@ pub struct SkippedInstance {
     pub reason: SkipReason,
 }
 
+/// An instance left to the next scan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeferredInstance {
+    /// The instance.
+    pub instance_id: String,
+    /// The quota it would break.
+    pub reason: Deferral,
+}
+
 /// Why a region's scan stopped.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RegionError {
@@ -141,6 +157,9 @@ pub enum RegionError {
     /// Owned snapshots could not be listed.
     #[error("listing reusable snapshots: {0}")]
     Reuse(#[source] ApiError),
+    /// Pending snapshots could not be listed.
+    #[error("listing pending snapshots (the quotas): {0}")]
+    Quota(#[source] ApiError),
     /// Snapshots were throttled past the retries.
     #[error("throttled, snapshots stopped: {0}")]
     Throttled(#[source] SnapshotError),
@@ -153,7 +172,7 @@ impl RegionError {
     /// The region stopped because AWS throttled a call past its retries.
     pub fn is_throttling(&self) -> bool {
         match self {
-            Self::Discover(api) | Self::Reuse(api) => api.is_throttling(),
+            Self::Discover(api) | Self::Reuse(api) | Self::Quota(api) => api.is_throttling(),
             Self::Throttled(_) => true,
             Self::Enqueue(err) => err.source.is_throttling(),
         }
@@ -255,6 +274,7 @@ pub async fn scan(ctx: &Ctx, instance_ids: Option<&[String]>) -> Result<ScanSumm
         summary.jobs += region.jobs;
         summary.snapshots_created += region.snapshots_created;
         summary.snapshots_reused += region.snapshots_reused;
+        summary.deferred += region.deferred.len();
         found.extend(seen);
         if let Some(error) = failure {
             failures.push(RegionFailure {
@@ -372,6 +392,45 @@ async fn scan_region(
             }
         };
 
+    // The quotas, for the volumes that need a snapshot (none: no call).
+    let uncovered = |instance: &discover::Instance| -> Vec<String> {
+        instance
+            .volumes
+            .iter()
+            .filter(|v| !reusable.contains_key(&v.volume_id))
+            .map(|v| v.volume_id.clone())
+            .collect()
+    };
+    if targets
+        .iter()
+        .any(|instance| !uncovered(instance).is_empty())
+    {
+        let load = match quota::pending(&ec2).await {
+            Ok(load) => load,
+            Err(err) => {
+                let failure = stop(&mut summary, RegionError::Quota(err));
+                return (summary, seen, failure);
+            }
+        };
+        let mut planner = Planner::new(load, config.max_pending_snapshots, now);
+        let mut admitted = Vec::with_capacity(targets.len());
+        for instance in targets {
+            let volumes = uncovered(&instance);
+            let volumes: Vec<&str> = volumes.iter().map(String::as_str).collect();
+            match planner.admit(&volumes) {
+                Ok(()) => admitted.push(instance),
+                Err(reason) => {
+                    tracing::info!(region, instance = instance.id, %reason, "deferred to the next scan");
+                    summary.deferred.push(DeferredInstance {
+                        instance_id: instance.id,
+                        reason,
+                    });
+                }
+            }
+        }
+        targets = admitted;
+    }
+
     let created_at = DateTime::from(now)
         .fmt(Format::DateTime)
         .unwrap_or_default();
@@ -441,6 +500,7 @@ async fn scan_region(
         instances = summary.instances,
         jobs = summary.jobs,
         skipped = summary.skipped.len(),
+        deferred = summary.deferred.len(),
         failed = summary.failed.len(),
         "region scanned"
     );

@@ -28,6 +28,8 @@ mod cli;
 mod faults;
 #[path = "control/fleet.rs"]
 mod fleet;
+#[path = "control/quota.rs"]
+mod quota;
 #[path = "control/runtime_api.rs"]
 mod runtime_api;
 #[path = "control/scale.rs"]

