@@ -7,7 +7,7 @@ use aws_sdk_ec2::types::Filter;
 use scanner_contract::OwnershipTag;
 use serde::Serialize;
 
-use crate::config::OptOutTag;
+use crate::config::{OptOutTag, TagFilter};
 use crate::error::ApiError;
 
 /// Instances per `DescribeInstances` page (the API's maximum).
@@ -48,6 +48,10 @@ pub enum SkipReason {
     Scanner,
     /// No EBS volume is attached (instance store only).
     NoEbsVolumes,
+    /// It carries a tag of `CONTROL_EXCLUDE_TAGS`.
+    Excluded,
+    /// Include tags are configured and it carries none of them.
+    NotIncluded,
 }
 
 impl Instance {
@@ -60,6 +64,24 @@ impl Instance {
             Some(SkipReason::Scanner)
         } else if self.volumes.is_empty() {
             Some(SkipReason::NoEbsVolumes)
+        } else {
+            None
+        }
+    }
+
+    /// Why the include and exclude filters leave it out, or `None` when
+    /// they let it through: an exclude always wins; with includes, one of
+    /// them must match.
+    pub fn filter_reason(
+        &self,
+        include: &[TagFilter],
+        exclude: &[TagFilter],
+    ) -> Option<SkipReason> {
+        let tags = || self.tags.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        if exclude.iter().any(|filter| filter.matches(tags())) {
+            Some(SkipReason::Excluded)
+        } else if !include.is_empty() && !include.iter().any(|filter| filter.matches(tags())) {
+            Some(SkipReason::NotIncluded)
         } else {
             None
         }
@@ -192,5 +214,26 @@ mod tests {
         // A look-alike ownership tag is a customer's instance.
         assert_eq!(skip(instance(&[("created by", "Mondoo")], 1)), None);
         assert_eq!(skip(instance(&[], 0)), Some(SkipReason::NoEbsVolumes));
+    }
+
+    #[test]
+    fn excludes_win_over_includes() {
+        let include = TagFilter::parse_list("env=prod,team=*").expect("valid");
+        let exclude = TagFilter::parse_list("Scan=no").expect("valid");
+        let reason = |tags: &[(&str, &str)]| instance(tags, 1).filter_reason(&include, &exclude);
+        assert_eq!(reason(&[("env", "prod")]), None);
+        assert_eq!(reason(&[("team", "db")]), None);
+        assert_eq!(
+            reason(&[("env", "prod"), ("Scan", "no")]),
+            Some(SkipReason::Excluded)
+        );
+        assert_eq!(reason(&[("env", "dev")]), Some(SkipReason::NotIncluded));
+        assert_eq!(reason(&[]), Some(SkipReason::NotIncluded));
+        // No includes: everything not excluded.
+        assert_eq!(instance(&[], 1).filter_reason(&[], &exclude), None);
+        assert_eq!(
+            instance(&[("Scan", "no")], 1).filter_reason(&[], &exclude),
+            Some(SkipReason::Excluded)
+        );
     }
 }

@@ -372,7 +372,10 @@ async fn scan_region(
     let seen: Vec<String> = instances.iter().map(|i| i.id.clone()).collect();
     let mut targets = Vec::new();
     for instance in instances {
-        match instance.skip_reason(&config.opt_out, &config.ownership) {
+        let reason = instance
+            .skip_reason(&config.opt_out, &config.ownership)
+            .or_else(|| instance.filter_reason(&config.include_tags, &config.exclude_tags));
+        match reason {
             Some(reason) => summary.skipped.push(SkippedInstance {
                 instance_id: instance.id,
                 reason,

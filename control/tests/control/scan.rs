@@ -1,9 +1,11 @@
 //! Scans: one tagged snapshot set and one job per instance, across regions;
-//! reuse within the max age; on-demand scans of named instances.
+//! reuse within the max age; on-demand scans of named instances; include and
+//! exclude tags.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use anyhow::{Result, bail, ensure};
+use anyhow::{Context, Result, bail, ensure};
+use control::config::TagFilter;
 use control::discover::SkipReason;
 use control::scan::ScanSummary;
 use control::{Config, Response, handle};
@@ -401,6 +403,56 @@ fn a_scan_without_a_queue_says_which_variable_is_missing() -> Result<()> {
             .await
             .expect_err("no queue");
         ensure!(err.to_string().contains("CONTROL_QUEUE_URL"), "{err}");
+        Ok(())
+    })
+}
+
+#[test]
+fn include_and_exclude_tags_choose_the_instances_and_excludes_win() -> Result<()> {
+    with_world(|world| async move {
+        let east = world.ec2(HOME).await;
+        let prod = launch(&east, &[("env", "prod")], &["/dev/xvda"]).await?;
+        let team = launch(&east, &[("team", "payments")], &["/dev/xvda"]).await?;
+        let excluded = launch(&east, &[("env", "prod"), ("Scan", "no")], &["/dev/xvda"]).await?;
+        let opted_out = launch(
+            &east,
+            &[("env", "prod"), ("Mondoo:Exclude", "true")],
+            &["/dev/xvda"],
+        )
+        .await?;
+        let dev = launch(&east, &[("env", "dev")], &["/dev/xvda"]).await?;
+        let look_alike = launch(&east, &[("Env", "prod")], &["/dev/xvda"]).await?;
+        let sqs = world.sqs().await;
+        let queue = fleet::queue(&sqs, "jobs").await?;
+        let filtered = Config {
+            include_tags: TagFilter::parse_list("env=prod,team=*").context("includes")?,
+            exclude_tags: TagFilter::parse_list("Scan=no").context("excludes")?,
+            ..config(&[HOME], &queue)
+        };
+        let summary = scan(&world.ctx(filtered).await, json!({"action": "scan"})).await?;
+
+        let jobs = fleet::jobs(&sqs, &queue).await?;
+        let scanned: BTreeSet<&String> = jobs.keys().collect();
+        ensure!(
+            scanned == BTreeSet::from([&prod, &team]),
+            "jobs for {scanned:?}"
+        );
+        let skipped: BTreeMap<String, SkipReason> = summary.regions[0]
+            .skipped
+            .iter()
+            .map(|s| (s.instance_id.clone(), s.reason))
+            .collect();
+        ensure!(
+            skipped
+                == BTreeMap::from([
+                    (excluded, SkipReason::Excluded),
+                    (opted_out, SkipReason::OptedOut),
+                    (dev, SkipReason::NotIncluded),
+                    (look_alike, SkipReason::NotIncluded),
+                ]),
+            "{skipped:?}"
+        );
+        ensure!(summary.instances == 2, "{summary:#?}");
         Ok(())
     })
 }
