@@ -37,6 +37,8 @@ pub const ENV_INSTANCE_TTL_HOURS: &str = "CONTROL_INSTANCE_TTL_HOURS";
 pub const ENV_MAX_PENDING_SNAPSHOTS: &str = "CONTROL_MAX_PENDING_SNAPSHOTS";
 /// Jobs are delayed evenly over this many seconds (SQS `DelaySeconds`).
 pub const ENV_JOB_SPREAD_SECONDS: &str = "CONTROL_JOB_SPREAD_SECONDS";
+/// Snapshot calls (`CreateSnapshots`/`CreateSnapshot`) per second per region.
+pub const ENV_SNAPSHOT_CALLS_PER_SECOND: &str = "CONTROL_SNAPSHOT_CALLS_PER_SECOND";
 /// Only instances with one of these tags are scanned (`KEY=VALUE,KEY=*`).
 pub const ENV_INCLUDE_TAGS: &str = "CONTROL_INCLUDE_TAGS";
 /// Instances with one of these tags are not scanned (`KEY=VALUE,KEY=*`).
@@ -62,6 +64,9 @@ pub const DEFAULT_INSTANCE_TTL: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_MAX_PENDING_SNAPSHOTS: usize = 100;
 /// Default job spread: five minutes of `DelaySeconds`.
 pub const DEFAULT_JOB_SPREAD: Duration = Duration::from_secs(300);
+/// Default snapshot calls per second per region: below the refill rate of
+/// EC2's mutating-action bucket (5 a second), leaving room for the rest.
+pub const DEFAULT_SNAPSHOT_CALLS_PER_SECOND: u32 = 4;
 /// SQS's largest `DelaySeconds`.
 pub const MAX_JOB_SPREAD_SECONDS: u64 = 900;
 /// Longest pause accepted, in minutes (a day).
@@ -161,6 +166,8 @@ pub struct Config {
     pub max_pending_snapshots: usize,
     /// Jobs are delayed evenly over this window (at most 900 s).
     pub job_spread: Duration,
+    /// Snapshot calls per second per region (0: unpaced).
+    pub snapshot_calls_per_second: u32,
     /// With any, only instances carrying one of them are scanned.
     pub include_tags: Vec<TagFilter>,
     /// Instances carrying one of these are not scanned (wins over includes).
@@ -191,6 +198,7 @@ impl Default for Config {
             instance_ttl: DEFAULT_INSTANCE_TTL,
             max_pending_snapshots: DEFAULT_MAX_PENDING_SNAPSHOTS,
             job_spread: DEFAULT_JOB_SPREAD,
+            snapshot_calls_per_second: DEFAULT_SNAPSHOT_CALLS_PER_SECOND,
             include_tags: Vec::new(),
             exclude_tags: Vec::new(),
         }
@@ -335,6 +343,14 @@ impl Config {
             "a whole number of seconds from 0 to 900 (SQS's longest delay)",
         )?
         .map_or(defaults.job_spread, Duration::from_secs);
+        let snapshot_calls_per_second = whole(
+            ENV_SNAPSHOT_CALLS_PER_SECOND,
+            1000,
+            "a whole number of calls a second from 0 (unpaced) to 1000",
+        )?
+        .map_or(defaults.snapshot_calls_per_second, |n| {
+            u32::try_from(n).unwrap_or(DEFAULT_SNAPSHOT_CALLS_PER_SECOND)
+        });
         let tags = |var: &'static str| match get(var) {
             None => Ok(Vec::new()),
             Some(list) => TagFilter::parse_list(&list)
@@ -373,6 +389,7 @@ impl Config {
             instance_ttl,
             max_pending_snapshots,
             job_spread,
+            snapshot_calls_per_second,
             include_tags,
             exclude_tags,
         })
@@ -444,6 +461,7 @@ mod tests {
             (ENV_INSTANCE_TTL_HOURS, "6"),
             (ENV_MAX_PENDING_SNAPSHOTS, "50"),
             (ENV_JOB_SPREAD_SECONDS, "900"),
+            (ENV_SNAPSHOT_CALLS_PER_SECOND, "10"),
             (ENV_INCLUDE_TAGS, "env=prod, team=*"),
             (ENV_EXCLUDE_TAGS, "Scan=no"),
         ])
@@ -452,6 +470,7 @@ mod tests {
         assert_eq!(config.instance_ttl, Duration::from_secs(6 * 3600));
         assert_eq!(config.max_pending_snapshots, 50);
         assert_eq!(config.job_spread, Duration::from_secs(900));
+        assert_eq!(config.snapshot_calls_per_second, 10);
         assert_eq!(
             config.include_tags,
             vec![
@@ -499,6 +518,7 @@ mod tests {
             (ENV_MAX_PENDING_SNAPSHOTS, "0"),
             (ENV_MAX_PENDING_SNAPSHOTS, "many"),
             (ENV_JOB_SPREAD_SECONDS, "901"),
+            (ENV_SNAPSHOT_CALLS_PER_SECOND, "-1"),
             (ENV_INCLUDE_TAGS, "env"),
             (ENV_EXCLUDE_TAGS, "=prod"),
             (ENV_EXCLUDE_TAGS, "env="),

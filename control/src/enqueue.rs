@@ -1,9 +1,16 @@
 //! Putting scan jobs on the queue: `SendMessageBatch`, ten jobs a call (the
 //! API's maximum), one message per instance (the contract's [`ScanJob`]).
 //!
+//! Jobs are spread over time: job `i` of `n` waits `i · spread / n`
+//! seconds on the queue (`DelaySeconds`, at most SQS's 900), so the workers
+//! start their EBS reads and EC2 calls evenly over the window rather than
+//! all at once.
+//!
 //! A batch call can succeed while some of its entries fail; an entry that
 //! failed on the service's side (not the sender's) is sent once more, and
 //! what still fails is reported per instance.
+
+use std::time::Duration;
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
@@ -14,6 +21,8 @@ use crate::error::ApiError;
 
 /// Entries per `SendMessageBatch` call (the API's maximum).
 pub const BATCH_SIZE: usize = 10;
+/// SQS's longest `DelaySeconds`.
+pub const MAX_DELAY_SECONDS: u64 = 900;
 /// Rounds per batch: the first send, and one more for entries that failed
 /// on the service's side.
 const ROUNDS: usize = 2;
@@ -48,7 +57,8 @@ pub struct EnqueueError {
     pub source: ApiError,
 }
 
-/// Send `jobs` to `queue_url`, in order.
+/// Send `jobs` to `queue_url`, in order, delayed evenly over `spread`
+/// (capped at 900 s).
 ///
 /// # Errors
 /// [`EnqueueError`] when a batch call fails; the jobs of earlier batches are
@@ -57,9 +67,12 @@ pub async fn enqueue(
     sqs: &Client,
     queue_url: &str,
     jobs: &[ScanJob],
+    spread: Duration,
 ) -> Result<Sent, EnqueueError> {
     let mut outcome = Sent::default();
-    for batch in jobs.chunks(BATCH_SIZE) {
+    let delays = delays(jobs.len(), spread);
+    for (number, batch) in jobs.chunks(BATCH_SIZE).enumerate() {
+        let first = number * BATCH_SIZE;
         let batch_error = |source| EnqueueError {
             queue_url: queue_url.to_string(),
             instances: batch
@@ -78,6 +91,7 @@ pub async fn enqueue(
                     SendMessageBatchRequestEntry::builder()
                         .id(index.to_string())
                         .message_body(batch[index].to_json())
+                        .delay_seconds(delays.get(first + index).copied().unwrap_or(0))
                         .build()
                 })
                 .collect::<Result<Vec<_>, _>>()
@@ -125,4 +139,38 @@ pub async fn enqueue(
         }
     }
     Ok(outcome)
+}
+
+/// `DelaySeconds` of each of `count` jobs spread evenly over `spread` (at
+/// most [`MAX_DELAY_SECONDS`]): the first at once, the last just before the
+/// window ends.
+pub fn delays(count: usize, spread: Duration) -> Vec<i32> {
+    let window = spread.as_secs().min(MAX_DELAY_SECONDS);
+    let count_u64 = u64::try_from(count.max(1)).unwrap_or(u64::MAX);
+    (0..count)
+        .map(|i| {
+            let i = u64::try_from(i).unwrap_or(u64::MAX);
+            let delay = i.saturating_mul(window) / count_u64;
+            i32::try_from(delay).unwrap_or(0)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_are_spread_evenly_over_the_window() {
+        assert_eq!(delays(4, Duration::from_secs(300)), vec![0, 75, 150, 225]);
+        assert_eq!(delays(1, Duration::from_secs(300)), vec![0]);
+        assert_eq!(delays(3, Duration::ZERO), vec![0, 0, 0]);
+        assert!(delays(0, Duration::from_secs(300)).is_empty());
+        // SQS's maximum is the cap, whatever is asked.
+        let long = delays(10_000, Duration::from_secs(5000));
+        assert_eq!(long.len(), 10_000);
+        assert!(long.iter().all(|d| (0..900).contains(d)));
+        assert!(long.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(long[5000], 450);
+    }
 }

@@ -29,6 +29,7 @@ pub mod enqueue;
 pub mod error;
 pub mod event;
 pub mod handler;
+pub mod pace;
 pub mod pause;
 pub mod quota;
 pub mod regions;

@@ -1,5 +1,8 @@
-//! Sizing the worker group from the queue: one worker per job waiting or in
-//! progress (`ApproximateNumberOfMessages` + `ApproximateNumberOfMessagesNotVisible`),
+//! Sizing the worker group from the queue: one worker per job waiting, in
+//! progress or delayed (`ApproximateNumberOfMessages` +
+//! `ApproximateNumberOfMessagesNotVisible` + `ApproximateNumberOfMessagesDelayed`:
+//! a scan spreads its jobs over up to 15 minutes, and the workers for them
+//! should be up when they arrive),
 //! clamped to the group's bounds — up to its `MaxSize`, down to its
 //! `MinSize` (0 in the template, so an idle scanner costs no instance).
 //!
@@ -22,6 +25,8 @@ pub struct ScaleSummary {
     pub queue_visible: u64,
     /// Jobs being scanned.
     pub queue_in_flight: u64,
+    /// Jobs spread by the scan, not yet visible.
+    pub queue_delayed: u64,
     /// The group's size before.
     pub previous: i32,
     /// Its size now.
@@ -90,7 +95,7 @@ pub async fn scale(ctx: &Ctx) -> Result<ScaleSummary, ScaleError> {
         .asg_name
         .clone()
         .ok_or(ScaleError::NotConfigured { var: ENV_ASG_NAME })?;
-    let (queue_visible, queue_in_flight) = depth(&ctx.sqs(), &queue_url).await?;
+    let (queue_visible, queue_in_flight, queue_delayed) = depth(&ctx.sqs(), &queue_url).await?;
 
     let group_error = |source| ScaleError::Group {
         asg_name: asg_name.clone(),
@@ -113,7 +118,12 @@ pub async fn scale(ctx: &Ctx) -> Result<ScaleSummary, ScaleError> {
     let min_size = group.min_size().unwrap_or(0).max(0);
     let max_size = group.max_size().unwrap_or(0).max(min_size);
     let previous = group.desired_capacity().unwrap_or(0);
-    let wanted = i32::try_from(queue_visible.saturating_add(queue_in_flight)).unwrap_or(i32::MAX);
+    let wanted = i32::try_from(
+        queue_visible
+            .saturating_add(queue_in_flight)
+            .saturating_add(queue_delayed),
+    )
+    .unwrap_or(i32::MAX);
     let desired = wanted.clamp(min_size, max_size);
     if desired != previous {
         autoscaling
@@ -132,6 +142,7 @@ pub async fn scale(ctx: &Ctx) -> Result<ScaleSummary, ScaleError> {
         asg_name,
         queue_visible,
         queue_in_flight,
+        queue_delayed,
         previous,
         desired,
         min_size,
@@ -139,15 +150,17 @@ pub async fn scale(ctx: &Ctx) -> Result<ScaleSummary, ScaleError> {
     })
 }
 
-/// Jobs waiting and jobs in flight.
-async fn depth(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Result<(u64, u64), ScaleError> {
+/// Jobs waiting, in flight and delayed.
+async fn depth(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Result<(u64, u64, u64), ScaleError> {
     let visible = QueueAttributeName::ApproximateNumberOfMessages;
     let in_flight = QueueAttributeName::ApproximateNumberOfMessagesNotVisible;
+    let delayed = QueueAttributeName::ApproximateNumberOfMessagesDelayed;
     let answer = sqs
         .get_queue_attributes()
         .queue_url(queue_url)
         .attribute_names(visible.clone())
         .attribute_names(in_flight.clone())
+        .attribute_names(delayed.clone())
         .send()
         .await
         .map_err(|err| ScaleError::Queue {
@@ -165,5 +178,5 @@ async fn depth(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Result<(u64, u64),
             value: value.to_string(),
         })
     };
-    Ok((count(&visible)?, count(&in_flight)?))
+    Ok((count(&visible)?, count(&in_flight)?, count(&delayed)?))
 }

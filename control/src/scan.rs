@@ -30,6 +30,7 @@ use crate::ctx::Ctx;
 use crate::discover::{self, SkipReason};
 use crate::enqueue::{self, EnqueueError, FailedJob};
 use crate::error::ApiError;
+use crate::pace::Pacer;
 use crate::pause::{self, PauseError};
 use crate::quota::{self, Deferral, Planner};
 use crate::regions::regions;
@@ -439,9 +440,10 @@ async fn scan_region(
         .unwrap_or_default();
     let mut failure = None;
     let mut jobs = Vec::with_capacity(targets.len());
+    let pacer = Pacer::per_second(config.snapshot_calls_per_second);
     let mut taken = stream::iter(&targets)
         .map(|instance| {
-            let (ec2, reusable) = (&ec2, &reusable);
+            let (ec2, reusable, pacer) = (&ec2, &reusable, &pacer);
             async move {
                 let taken = snapshot::snapshot_instance(
                     ec2,
@@ -449,6 +451,7 @@ async fn scan_region(
                     reusable,
                     &config.ownership,
                     scan_id,
+                    pacer,
                 )
                 .await;
                 (instance, taken)
@@ -488,7 +491,7 @@ async fn scan_region(
     // swept.
     drop(taken);
 
-    match enqueue::enqueue(&ctx.sqs(), queue_url, &jobs).await {
+    match enqueue::enqueue(&ctx.sqs(), queue_url, &jobs, config.job_spread).await {
         Ok(sent) => {
             summary.jobs = sent.sent;
             summary.failed.extend(sent.failed);

@@ -28,6 +28,7 @@ use scanner_contract::{JobSnapshot, OwnershipTag, TAG_INSTANCE, TAG_SCAN_ID, TAG
 
 use crate::discover::Instance;
 use crate::error::ApiError;
+use crate::pace::Pacer;
 
 /// Snapshots per `DescribeSnapshots` page (the API's maximum).
 const PAGE_SIZE: i32 = 1000;
@@ -146,7 +147,8 @@ pub async fn reusable(
 }
 
 /// Snapshots of every volume of `instance`: reused from `reusable` where it
-/// has one, made now (tagged with `ownership` and `scan_id`) otherwise.
+/// has one, made now (tagged with `ownership` and `scan_id`) otherwise;
+/// every snapshot call waits for its slot from `pacer`.
 ///
 /// # Errors
 /// [`SnapshotError`] naming the instance.
@@ -156,6 +158,7 @@ pub async fn snapshot_instance(
     reusable: &HashMap<String, Reusable>,
     ownership: &OwnershipTag,
     scan_id: &str,
+    pacer: &Pacer,
 ) -> Result<Taken, SnapshotError> {
     let call_error = |source| SnapshotError::Call {
         instance_id: instance.id.clone(),
@@ -183,6 +186,7 @@ pub async fn snapshot_instance(
     // volume id → snapshot made now
     let mut made: HashMap<String, String> = HashMap::new();
     if uncovered.len() == instance.volumes.len() {
+        pacer.wait().await;
         let answer = ec2
             .create_snapshots()
             .instance_specification(
@@ -213,6 +217,7 @@ pub async fn snapshot_instance(
         }
     } else {
         for volume in uncovered {
+            pacer.wait().await;
             let answer = ec2
                 .create_snapshot()
                 .volume_id(&volume.volume_id)

@@ -130,13 +130,16 @@ impl World {
 }
 
 /// A configuration for `regions` and `queue_url`, retrying quickly (three
-/// attempts, 10 ms first backoff).
+/// attempts, 10 ms first backoff), its jobs visible at once and its
+/// snapshot calls unpaced (the tests that spread and pace say so).
 pub fn config(regions: &[&str], queue_url: &str) -> Config {
     Config {
         regions: Some(regions.iter().map(|r| r.to_string()).collect()),
         queue_url: Some(queue_url.to_string()),
         max_attempts: 3,
         initial_backoff: Duration::from_millis(10),
+        job_spread: Duration::ZERO,
+        snapshot_calls_per_second: 0,
         ..Config::default()
     }
 }

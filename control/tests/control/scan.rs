@@ -1,10 +1,13 @@
 //! Scans: one tagged snapshot set and one job per instance, across regions;
 //! reuse within the max age; on-demand scans of named instances; include and
-//! exclude tags.
+//! exclude tags; jobs spread over time and snapshot calls paced.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use aws_sdk_sqs::types::QueueAttributeName;
+use aws_smithy_types::error::display::DisplayErrorContext;
 use control::config::TagFilter;
 use control::discover::SkipReason;
 use control::scan::ScanSummary;
@@ -453,6 +456,54 @@ fn include_and_exclude_tags_choose_the_instances_and_excludes_win() -> Result<()
             "{skipped:?}"
         );
         ensure!(summary.instances == 2, "{summary:#?}");
+        Ok(())
+    })
+}
+
+#[test]
+fn jobs_are_spread_over_the_window_and_snapshot_calls_are_paced() -> Result<()> {
+    with_world(|world| async move {
+        let east = world.ec2(HOME).await;
+        for _ in 0..6 {
+            launch(&east, &[], &["/dev/xvda"]).await?;
+        }
+        let sqs = world.sqs().await;
+        let queue = fleet::queue(&sqs, "jobs").await?;
+        let ctx = world
+            .ctx(Config {
+                job_spread: Duration::from_secs(600),
+                snapshot_calls_per_second: 5,
+                ..config(&[HOME], &queue)
+            })
+            .await;
+
+        let started = Instant::now();
+        let summary = scan(&ctx, json!({"action": "scan"})).await?;
+        let took = started.elapsed();
+        ensure!(
+            summary.jobs == 6 && summary.ec2.calls.get("CreateSnapshots") == Some(&6),
+            "{summary:#?}"
+        );
+        // Six calls at five a second: the last starts a second after the first.
+        ensure!(took >= Duration::from_secs(1), "not paced: {took:?}");
+
+        // Job i of 6 waits i · 100 s: only the first is visible now.
+        let delayed = sqs
+            .get_queue_attributes()
+            .queue_url(&queue)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+            .send()
+            .await
+            .map_err(|err| anyhow::anyhow!("GetQueueAttributes: {}", DisplayErrorContext(&err)))?;
+        let delayed = delayed
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessagesDelayed))
+            .cloned();
+        ensure!(delayed.as_deref() == Some("5"), "delayed: {delayed:?}");
+        ensure!(
+            fleet::jobs(&sqs, &queue).await?.len() == 1,
+            "one job visible at once"
+        );
         Ok(())
     })
 }
