@@ -6,6 +6,7 @@
 //! | `{"action": "scan", "instance_ids"?: ["i-…"]}` | a scan (of those instances only) |
 //! | `{"action": "sweep", "ttl_hours"?: N}` | a sweep (TTL from the event or the config) |
 //! | `{"action": "scale"}` | size the worker group from the queue |
+//! | `{"action": "inventory"}` | count instances, volumes, snapshots per region |
 //!
 //! Anything else is an error that says what was expected: an unknown action,
 //! an unknown field (a misspelt `instance_ids` must not turn an on-demand scan
@@ -40,6 +41,8 @@ pub enum Event {
     },
     /// Size the worker group from the queue depth.
     Scale,
+    /// Count resources per region.
+    Inventory,
 }
 
 /// An event the handler does not accept.
@@ -65,7 +68,7 @@ pub enum EventError {
     },
     /// Neither an EventBridge event nor an `action` event.
     #[error(
-        "unrecognised event (expected an EventBridge Scheduled Event or {{\"action\": \"scan\"|\"sweep\"|\"scale\"}}): {excerpt}"
+        "unrecognised event (expected an EventBridge Scheduled Event or {{\"action\": \"scan\"|\"sweep\"|\"scale\"|\"inventory\"}}): {excerpt}"
     )]
     Unrecognised {
         /// The start of the event.
@@ -86,6 +89,7 @@ enum Action {
         ttl_hours: Option<f64>,
     },
     Scale {},
+    Inventory {},
 }
 
 impl Event {
@@ -152,6 +156,7 @@ impl Event {
                     .transpose()?,
             },
             Action::Scale {} => Self::Scale,
+            Action::Inventory {} => Self::Inventory,
         })
     }
 }
@@ -207,6 +212,10 @@ mod tests {
             Some(Event::Sweep { ttl: None })
         );
         assert_eq!(parse(json!({"action": "scale"})).ok(), Some(Event::Scale));
+        assert_eq!(
+            parse(json!({"action": "inventory"})).ok(),
+            Some(Event::Inventory)
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::ctx::Ctx;
 use crate::event::{Event, EventError};
+use crate::inventory::{InventoryError, InventorySummary, inventory};
 use crate::scale::{ScaleError, ScaleSummary, scale};
 use crate::scan::{ScanError, ScanSummary, scan};
 use crate::sweep::{SweepError, SweepSummary, sweep};
@@ -21,6 +22,8 @@ pub enum Response {
     Sweep(SweepSummary),
     /// A scale.
     Scale(ScaleSummary),
+    /// An inventory.
+    Inventory(InventorySummary),
 }
 
 /// Why the handler failed.
@@ -38,6 +41,9 @@ pub enum ControlError {
     /// The scale failed.
     #[error(transparent)]
     Scale(#[from] ScaleError),
+    /// The inventory failed.
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
 }
 
 impl ControlError {
@@ -48,6 +54,7 @@ impl ControlError {
             Self::Scan(_) => "ScanFailed",
             Self::Sweep(_) => "SweepFailed",
             Self::Scale(_) => "ScaleFailed",
+            Self::Inventory(_) => "InventoryFailed",
         }
     }
 }
@@ -65,5 +72,6 @@ pub async fn handle(event: Value, ctx: &Ctx) -> Result<Response, ControlError> {
             Response::Sweep(sweep(ctx, ttl.unwrap_or(ctx.config().sweep_ttl)).await?)
         }
         Event::Scale => Response::Scale(scale(ctx).await?),
+        Event::Inventory => Response::Inventory(inventory(ctx).await?),
     })
 }

@@ -10,7 +10,8 @@
 //!   worker group;
 //! - **scale** ([`scale`]): the worker group's size from the queue depth;
 //! - **sweep** ([`sweep`]): delete what the scanner made and no longer
-//!   needs — only what carries the ownership tag.
+//!   needs — only what carries the ownership tag;
+//! - **inventory** ([`inventory`]): counts per region, nothing else.
 //!
 //! Throttling that outlasts the retries pauses the whole fleet for a while
 //! ([`pause`]), through an SSM parameter the workers read.
@@ -29,6 +30,7 @@ pub mod enqueue;
 pub mod error;
 pub mod event;
 pub mod handler;
+pub mod inventory;
 pub mod pace;
 pub mod pause;
 pub mod quota;

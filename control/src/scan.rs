@@ -30,6 +30,7 @@ use crate::ctx::Ctx;
 use crate::discover::{self, SkipReason};
 use crate::enqueue::{self, EnqueueError, FailedJob};
 use crate::error::ApiError;
+use crate::inventory::{self, Inventory};
 use crate::pace::Pacer;
 use crate::pause::{self, PauseError};
 use crate::quota::{self, Deferral, Planner};
@@ -126,6 +127,8 @@ pub struct RegionScan {
     pub deferred: Vec<DeferredInstance>,
     /// Instances whose snapshots or job failed.
     pub failed: Vec<FailedJob>,
+    /// Counts from the pages the scan fetched ([`crate::inventory`]).
+    pub inventory: Inventory,
     /// Why the region stopped, when it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -371,6 +374,9 @@ async fn scan_region(
         }
     };
     let seen: Vec<String> = instances.iter().map(|i| i.id.clone()).collect();
+    summary
+        .inventory
+        .count_instances(&instances, &config.ownership);
     let mut targets = Vec::new();
     for instance in instances {
         let reason = instance
@@ -389,7 +395,10 @@ async fn scan_region(
     }
     let reusable =
         match snapshot::reusable(&ec2, &config.ownership, config.snapshot_max_age, now).await {
-            Ok(reusable) => reusable,
+            Ok((reusable, owned)) => {
+                summary.inventory.scanner_snapshots = owned;
+                reusable
+            }
             Err(err) => {
                 let failure = stop(&mut summary, RegionError::Reuse(err));
                 return (summary, seen, failure);
@@ -410,7 +419,10 @@ async fn scan_region(
         .any(|instance| !uncovered(instance).is_empty())
     {
         let load = match quota::pending(&ec2).await {
-            Ok(load) => load,
+            Ok(load) => {
+                summary.inventory.pending_snapshots = Some(inventory::count(load.pending));
+                load
+            }
             Err(err) => {
                 let failure = stop(&mut summary, RegionError::Quota(err));
                 return (summary, seen, failure);

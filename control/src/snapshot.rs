@@ -80,7 +80,8 @@ impl SnapshotError {
 }
 
 /// The newest owned snapshot per volume younger than `max_age` at `now`,
-/// by volume id. A zero `max_age` reuses nothing and makes no call.
+/// by volume id, and how many owned snapshots were listed (`None`: no
+/// call). A zero `max_age` reuses nothing and makes no call.
 ///
 /// # Errors
 /// [`ApiError`] when the snapshots cannot be listed.
@@ -89,11 +90,12 @@ pub async fn reusable(
     ownership: &OwnershipTag,
     max_age: Duration,
     now: SystemTime,
-) -> Result<HashMap<String, Reusable>, ApiError> {
+) -> Result<(HashMap<String, Reusable>, Option<u64>), ApiError> {
     let mut newest: HashMap<String, Reusable> = HashMap::new();
     if max_age.is_zero() {
-        return Ok(newest);
+        return Ok((newest, None));
     }
+    let mut listed = 0;
     let oldest = now.checked_sub(max_age).unwrap_or(SystemTime::UNIX_EPOCH);
     let mut pages = ec2
         .describe_snapshots()
@@ -116,6 +118,9 @@ pub async fn reusable(
                     .iter()
                     .filter_map(|t| Some((t.key()?, t.value().unwrap_or("")))),
             );
+            if owned {
+                listed += 1;
+            }
             let usable = !matches!(snapshot.state(), Some(SnapshotState::Error) | None);
             let (Some(snapshot_id), Some(volume_id), Some(started)) = (
                 snapshot.snapshot_id(),
@@ -143,7 +148,7 @@ pub async fn reusable(
                 .or_insert(candidate);
         }
     }
-    Ok(newest)
+    Ok((newest, Some(listed)))
 }
 
 /// Snapshots of every volume of `instance`: reused from `reusable` where it

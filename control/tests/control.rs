@@ -28,6 +28,8 @@ mod cli;
 mod faults;
 #[path = "control/fleet.rs"]
 mod fleet;
+#[path = "control/inventory.rs"]
+mod inventory;
 #[path = "control/quota.rs"]
 mod quota;
 #[path = "control/runtime_api.rs"]
