@@ -39,6 +39,8 @@ pub const ENV_MAX_PENDING_SNAPSHOTS: &str = "CONTROL_MAX_PENDING_SNAPSHOTS";
 pub const ENV_JOB_SPREAD_SECONDS: &str = "CONTROL_JOB_SPREAD_SECONDS";
 /// Snapshot calls (`CreateSnapshots`/`CreateSnapshot`) per second per region.
 pub const ENV_SNAPSHOT_CALLS_PER_SECOND: &str = "CONTROL_SNAPSHOT_CALLS_PER_SECOND";
+/// Seconds a scan may spend snapshotting before it defers the rest.
+pub const ENV_SCAN_BUDGET_SECONDS: &str = "CONTROL_SCAN_BUDGET_SECONDS";
 /// Only instances with one of these tags are scanned (`KEY=VALUE,KEY=*`).
 pub const ENV_INCLUDE_TAGS: &str = "CONTROL_INCLUDE_TAGS";
 /// Instances with one of these tags are not scanned (`KEY=VALUE,KEY=*`).
@@ -67,6 +69,11 @@ pub const DEFAULT_JOB_SPREAD: Duration = Duration::from_secs(300);
 /// Default snapshot calls per second per region: below the refill rate of
 /// EC2's mutating-action bucket (5 a second), leaving room for the rest.
 pub const DEFAULT_SNAPSHOT_CALLS_PER_SECOND: u32 = 4;
+/// Default scan budget: 12 of Lambda's 15 minutes for snapshots, the rest
+/// for enqueueing, scaling and a margin.
+pub const DEFAULT_SCAN_BUDGET: Duration = Duration::from_secs(720);
+/// Longest scan budget accepted: under Lambda's 900 s.
+const MAX_SCAN_BUDGET_SECONDS: u64 = 870;
 /// SQS's largest `DelaySeconds`.
 pub const MAX_JOB_SPREAD_SECONDS: u64 = 900;
 /// Longest pause accepted, in minutes (a day).
@@ -168,6 +175,8 @@ pub struct Config {
     pub job_spread: Duration,
     /// Snapshot calls per second per region (0: unpaced).
     pub snapshot_calls_per_second: u32,
+    /// Time a scan may spend snapshotting; what does not fit is deferred.
+    pub scan_budget: Duration,
     /// With any, only instances carrying one of them are scanned.
     pub include_tags: Vec<TagFilter>,
     /// Instances carrying one of these are not scanned (wins over includes).
@@ -199,6 +208,7 @@ impl Default for Config {
             max_pending_snapshots: DEFAULT_MAX_PENDING_SNAPSHOTS,
             job_spread: DEFAULT_JOB_SPREAD,
             snapshot_calls_per_second: DEFAULT_SNAPSHOT_CALLS_PER_SECOND,
+            scan_budget: DEFAULT_SCAN_BUDGET,
             include_tags: Vec::new(),
             exclude_tags: Vec::new(),
         }
@@ -351,6 +361,22 @@ impl Config {
         .map_or(defaults.snapshot_calls_per_second, |n| {
             u32::try_from(n).unwrap_or(DEFAULT_SNAPSHOT_CALLS_PER_SECOND)
         });
+        let scan_budget = whole(
+            ENV_SCAN_BUDGET_SECONDS,
+            MAX_SCAN_BUDGET_SECONDS,
+            "a whole number of seconds from 10 to 870 (under Lambda's 15 minutes)",
+        )?
+        .map_or(Ok(defaults.scan_budget), |seconds| {
+            if seconds < 10 {
+                Err(invalid(
+                    ENV_SCAN_BUDGET_SECONDS,
+                    &seconds.to_string(),
+                    "a whole number of seconds from 10 to 870 (under Lambda's 15 minutes)",
+                ))
+            } else {
+                Ok(Duration::from_secs(seconds))
+            }
+        })?;
         let tags = |var: &'static str| match get(var) {
             None => Ok(Vec::new()),
             Some(list) => TagFilter::parse_list(&list)
@@ -390,6 +416,7 @@ impl Config {
             max_pending_snapshots,
             job_spread,
             snapshot_calls_per_second,
+            scan_budget,
             include_tags,
             exclude_tags,
         })
@@ -462,6 +489,7 @@ mod tests {
             (ENV_MAX_PENDING_SNAPSHOTS, "50"),
             (ENV_JOB_SPREAD_SECONDS, "900"),
             (ENV_SNAPSHOT_CALLS_PER_SECOND, "10"),
+            (ENV_SCAN_BUDGET_SECONDS, "600"),
             (ENV_INCLUDE_TAGS, "env=prod, team=*"),
             (ENV_EXCLUDE_TAGS, "Scan=no"),
         ])
@@ -471,6 +499,7 @@ mod tests {
         assert_eq!(config.max_pending_snapshots, 50);
         assert_eq!(config.job_spread, Duration::from_secs(900));
         assert_eq!(config.snapshot_calls_per_second, 10);
+        assert_eq!(config.scan_budget, Duration::from_secs(600));
         assert_eq!(
             config.include_tags,
             vec![
@@ -519,6 +548,8 @@ mod tests {
             (ENV_MAX_PENDING_SNAPSHOTS, "many"),
             (ENV_JOB_SPREAD_SECONDS, "901"),
             (ENV_SNAPSHOT_CALLS_PER_SECOND, "-1"),
+            (ENV_SCAN_BUDGET_SECONDS, "900"),
+            (ENV_SCAN_BUDGET_SECONDS, "5"),
             (ENV_INCLUDE_TAGS, "env"),
             (ENV_EXCLUDE_TAGS, "=prod"),
             (ENV_EXCLUDE_TAGS, "env="),

@@ -101,6 +101,20 @@ pub enum Deferral {
         /// Seconds since it started.
         seconds_ago: u64,
     },
+    /// The region's snapshot calls would not fit in the scan's time budget
+    /// at the paced rate (`CONTROL_SCAN_BUDGET_SECONDS` ×
+    /// `CONTROL_SNAPSHOT_CALLS_PER_SECOND`).
+    ScanBudget {
+        /// Calls admitted so far.
+        calls: usize,
+        /// Calls the budget holds.
+        max: usize,
+    },
+    /// The scan's time budget ran out before the instance's turn.
+    OutOfTime {
+        /// The budget, in seconds.
+        budget_seconds: u64,
+    },
     /// The account's pending snapshots in the region are at the quota.
     AccountPending {
         /// Pending now, this scan's included.
@@ -127,6 +141,13 @@ impl fmt::Display for Deferral {
                 "{volume_id} was snapshotted {seconds_ago} s ago (at least {} s apart)",
                 MIN_VOLUME_INTERVAL.as_secs()
             ),
+            Self::ScanBudget { calls, max } => write!(
+                f,
+                "{calls} snapshot calls admitted, the scan's time budget holds {max}"
+            ),
+            Self::OutOfTime { budget_seconds } => {
+                write!(f, "the scan's time budget of {budget_seconds} s ran out")
+            }
             Self::AccountPending {
                 pending,
                 needed,
@@ -146,6 +167,8 @@ pub struct Planner {
     load: Load,
     max_pending: usize,
     now: SystemTime,
+    max_calls: Option<usize>,
+    calls: usize,
 }
 
 impl Planner {
@@ -155,17 +178,36 @@ impl Planner {
             load,
             max_pending,
             now,
+            max_calls: None,
+            calls: 0,
         }
     }
 
-    /// Admit snapshots of `volumes` now (and count them), or say which
-    /// quota they would break. No volume: nothing to count.
+    /// Admit at most `max_calls` snapshot calls in all (the scan's time
+    /// budget at the paced rate).
+    #[must_use]
+    pub fn with_call_budget(mut self, max_calls: usize) -> Self {
+        self.max_calls = Some(max_calls);
+        self
+    }
+
+    /// Admit snapshots of `volumes` now, made by `calls` calls (and count
+    /// them), or say which quota they would break. No volume: nothing to
+    /// count.
     ///
     /// # Errors
     /// The [`Deferral`].
-    pub fn admit(&mut self, volumes: &[&str]) -> Result<(), Deferral> {
+    pub fn admit(&mut self, volumes: &[&str], calls: usize) -> Result<(), Deferral> {
         if volumes.is_empty() {
             return Ok(());
+        }
+        if let Some(max) = self.max_calls {
+            if self.calls + calls > max {
+                return Err(Deferral::ScanBudget {
+                    calls: self.calls,
+                    max,
+                });
+            }
         }
         for volume_id in volumes {
             let Some(load) = self.load.volumes.get(*volume_id) else {
@@ -198,6 +240,7 @@ impl Planner {
         for volume_id in volumes {
             self.load.add(volume_id, Some(self.now));
         }
+        self.calls += calls;
         Ok(())
     }
 }
@@ -223,18 +266,18 @@ mod tests {
             load.add("vol-a", at(600));
         }
         let mut planner = planner(load.clone(), 100);
-        assert_eq!(planner.admit(&["vol-a"]), Ok(()), "the fifth");
+        assert_eq!(planner.admit(&["vol-a"], 1), Ok(()), "the fifth");
         load.add("vol-a", at(600));
         let mut planner = self::planner(load, 100);
         assert_eq!(
-            planner.admit(&["vol-b", "vol-a"]),
+            planner.admit(&["vol-b", "vol-a"], 1),
             Err(Deferral::VolumeInFlight {
                 volume_id: "vol-a".to_string(),
                 pending: 5
             })
         );
         // Nothing was counted for the refused instance.
-        assert_eq!(planner.admit(&["vol-b"]), Ok(()));
+        assert_eq!(planner.admit(&["vol-b"], 1), Ok(()));
     }
 
     #[test]
@@ -243,7 +286,7 @@ mod tests {
         load.add("vol-a", at(14));
         load.add("vol-b", at(15));
         let mut planner = planner(load, 100);
-        let refused = planner.admit(&["vol-a"]);
+        let refused = planner.admit(&["vol-a"], 1);
         assert_eq!(
             refused,
             Err(Deferral::VolumeTooRecent {
@@ -257,10 +300,10 @@ mod tests {
                 .to_string()
                 .contains("at least 15 s apart")
         );
-        assert_eq!(planner.admit(&["vol-b"]), Ok(()));
+        assert_eq!(planner.admit(&["vol-b"], 1), Ok(()));
         // Admitted now: a second snapshot of it in the same scan waits.
         assert!(matches!(
-            planner.admit(&["vol-b"]),
+            planner.admit(&["vol-b"], 1),
             Err(Deferral::VolumeTooRecent { .. })
         ));
     }
@@ -272,17 +315,32 @@ mod tests {
             load.add(&format!("vol-customer-{i}"), at(3600));
         }
         let mut planner = planner(load, 100);
-        assert_eq!(planner.admit(&["vol-1", "vol-2"]), Ok(()));
+        assert_eq!(planner.admit(&["vol-1", "vol-2"], 1), Ok(()));
         assert_eq!(
-            planner.admit(&["vol-3", "vol-4"]),
+            planner.admit(&["vol-3", "vol-4"], 1),
             Err(Deferral::AccountPending {
                 pending: 99,
                 needed: 2,
                 max: 100
             })
         );
-        assert_eq!(planner.admit(&["vol-5"]), Ok(()), "the hundredth fits");
-        assert!(planner.admit(&["vol-6"]).is_err());
-        assert_eq!(planner.admit(&[]), Ok(()), "reusing everything needs none");
+        assert_eq!(planner.admit(&["vol-5"], 1), Ok(()), "the hundredth fits");
+        assert!(planner.admit(&["vol-6"], 1).is_err());
+        assert_eq!(
+            planner.admit(&[], 0),
+            Ok(()),
+            "reusing everything needs none"
+        );
+    }
+
+    #[test]
+    fn the_time_budget_caps_the_calls() {
+        let mut planner = planner(Load::default(), 100).with_call_budget(3);
+        assert_eq!(planner.admit(&["vol-1", "vol-2"], 1), Ok(()));
+        assert_eq!(planner.admit(&["vol-3", "vol-4"], 2), Ok(()));
+        assert_eq!(
+            planner.admit(&["vol-5"], 1),
+            Err(Deferral::ScanBudget { calls: 3, max: 3 })
+        );
     }
 }

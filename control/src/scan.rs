@@ -15,7 +15,7 @@
 //! The summary counts them ([`crate::calls`]).
 
 use std::collections::BTreeSet;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use aws_smithy_types::DateTime;
 use aws_smithy_types::date_time::Format;
@@ -237,6 +237,7 @@ pub async fn scan(ctx: &Ctx, instance_ids: Option<&[String]>) -> Result<ScanSumm
         .queue_url
         .clone()
         .ok_or(ScanError::NotConfigured { var: ENV_QUEUE_URL })?;
+    let started = Instant::now();
     let scan_id = uuid::Uuid::new_v4().to_string();
     if let Some(paused) = pause::active(ctx).await.map_err(ScanError::Pause)? {
         tracing::warn!(
@@ -264,11 +265,19 @@ pub async fn scan(ctx: &Ctx, instance_ids: Option<&[String]>) -> Result<ScanSumm
     let now = SystemTime::now();
     tracing::info!(scan_id, regions = regions.len(), "scan started");
 
-    let outcomes =
-        futures_util::future::join_all(regions.iter().map(|region| {
-            scan_region(ctx, region, instance_ids, &queue_url, &scan_id, &calls, now)
-        }))
-        .await;
+    let run = Run {
+        queue_url: &queue_url,
+        scan_id: &scan_id,
+        calls: &calls,
+        now,
+        started,
+    };
+    let outcomes = futures_util::future::join_all(
+        regions
+            .iter()
+            .map(|region| scan_region(ctx, region, instance_ids, &run)),
+    )
+    .await;
 
     let mut summary = ScanSummary::empty(scan_id);
     let mut failures = Vec::new();
@@ -335,17 +344,32 @@ pub async fn scan(ctx: &Ctx, instance_ids: Option<&[String]>) -> Result<ScanSumm
     }
 }
 
+/// What every region of one scan shares.
+struct Run<'a> {
+    queue_url: &'a str,
+    scan_id: &'a str,
+    calls: &'a ApiCalls,
+    /// The scan's start, on the wall clock (ages, quotas, `created_at`).
+    now: SystemTime,
+    /// The scan's start, on the monotonic clock (the time budget).
+    started: Instant,
+}
+
 /// One region: its summary, the ids of every instance seen (scanned or
 /// skipped), and why it stopped, if it did.
 async fn scan_region(
     ctx: &Ctx,
     region: &str,
     instance_ids: Option<&[String]>,
-    queue_url: &str,
-    scan_id: &str,
-    calls: &ApiCalls,
-    now: SystemTime,
+    run: &Run<'_>,
 ) -> (RegionScan, Vec<String>, Option<RegionError>) {
+    let Run {
+        queue_url,
+        scan_id,
+        calls,
+        now,
+        started,
+    } = *run;
     let config = ctx.config();
     let ec2 = ctx.ec2(region, calls);
     let mut summary = RegionScan {
@@ -429,11 +453,22 @@ async fn scan_region(
             }
         };
         let mut planner = Planner::new(load, config.max_pending_snapshots, now);
+        if config.snapshot_calls_per_second > 0 {
+            let rate = u64::from(config.snapshot_calls_per_second);
+            let calls = rate.saturating_mul(config.scan_budget.as_secs());
+            planner = planner.with_call_budget(usize::try_from(calls).unwrap_or(usize::MAX));
+        }
         let mut admitted = Vec::with_capacity(targets.len());
         for instance in targets {
             let volumes = uncovered(&instance);
             let volumes: Vec<&str> = volumes.iter().map(String::as_str).collect();
-            match planner.admit(&volumes) {
+            // One CreateSnapshots for a whole set, else a call per volume.
+            let calls = if volumes.len() == instance.volumes.len() {
+                1
+            } else {
+                volumes.len()
+            };
+            match planner.admit(&volumes, calls) {
                 Ok(()) => admitted.push(instance),
                 Err(reason) => {
                     tracing::info!(region, instance = instance.id, %reason, "deferred to the next scan");
@@ -457,6 +492,11 @@ async fn scan_region(
         .map(|instance| {
             let (ec2, reusable, pacer) = (&ec2, &reusable, &pacer);
             async move {
+                // Past the budget (a slow endpoint): the rest waits for the
+                // next scan rather than for Lambda's timeout.
+                if started.elapsed() > config.scan_budget {
+                    return (instance, None);
+                }
                 let taken = snapshot::snapshot_instance(
                     ec2,
                     instance,
@@ -466,11 +506,20 @@ async fn scan_region(
                     pacer,
                 )
                 .await;
-                (instance, taken)
+                (instance, Some(taken))
             }
         })
         .buffered(SNAPSHOT_CONCURRENCY);
     while let Some((instance, taken)) = taken.next().await {
+        let Some(taken) = taken else {
+            summary.deferred.push(DeferredInstance {
+                instance_id: instance.id.clone(),
+                reason: Deferral::OutOfTime {
+                    budget_seconds: config.scan_budget.as_secs(),
+                },
+            });
+            continue;
+        };
         summary.instances += 1;
         match taken {
             Ok(taken) => {

@@ -4,7 +4,8 @@
 //! `CONTROL_MAX_PENDING_SNAPSHOTS` together with the scan's own; an instance
 //! that would pass it is deferred — no call, no job — and the next scan
 //! takes it. (The per-volume rules are unit tests of `control::quota`: the
-//! emulator cannot hold a volume's snapshot in `pending`.)
+//! emulator cannot hold a volume's snapshot in `pending`.) The time budget:
+//! at the paced rate, what does not fit is deferred too.
 
 use anyhow::{Result, ensure};
 use aws_smithy_types::error::display::DisplayErrorContext;
@@ -93,6 +94,38 @@ fn instances_past_the_pending_quota_are_deferred_to_the_next_scan() -> Result<()
                 && second.snapshots_reused == 1
                 && second.deferred == 0,
             "{second:#?}"
+        );
+        Ok(())
+    })
+}
+
+#[test]
+fn what_does_not_fit_the_time_budget_at_the_paced_rate_is_deferred() -> Result<()> {
+    with_world(|world| async move {
+        let ec2 = world.ec2(HOME).await;
+        for _ in 0..7 {
+            launch(&ec2, &[], &["/dev/xvda"]).await?;
+        }
+        let sqs = world.sqs().await;
+        let queue = fleet::queue(&sqs, "jobs").await?;
+        // Five calls a second for one second: five instances.
+        let ctx = world
+            .ctx(control::Config {
+                snapshot_calls_per_second: 5,
+                scan_budget: std::time::Duration::from_secs(1),
+                ..config(&[HOME], &queue)
+            })
+            .await;
+        let summary = scan(&ctx, json!({"action": "scan"})).await?;
+        let region = &summary.regions[0];
+        ensure!(summary.jobs == 5 && summary.deferred == 2, "{summary:#?}");
+        ensure!(
+            region
+                .deferred
+                .iter()
+                .all(|d| d.reason == Deferral::ScanBudget { calls: 5, max: 5 }),
+            "{:?}",
+            region.deferred
         );
         Ok(())
     })
