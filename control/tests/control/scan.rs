@@ -469,10 +469,13 @@ fn jobs_are_spread_over_the_window_and_snapshot_calls_are_paced() -> Result<()> 
         }
         let sqs = world.sqs().await;
         let queue = fleet::queue(&sqs, "jobs").await?;
+        let autoscaling = world.autoscaling().await;
+        fleet::worker_group(&east, &autoscaling, "workers", 10).await?;
         let ctx = world
             .ctx(Config {
                 job_spread: Duration::from_secs(600),
                 snapshot_calls_per_second: 5,
+                asg_name: Some("workers".to_string()),
                 ..config(&[HOME], &queue)
             })
             .await;
@@ -486,6 +489,13 @@ fn jobs_are_spread_over_the_window_and_snapshot_calls_are_paced() -> Result<()> 
         );
         // Six calls at five a second: the last starts a second after the first.
         ensure!(took >= Duration::from_secs(1), "not paced: {took:?}");
+        // The group is sized for the delayed jobs too: their workers are up
+        // when they arrive.
+        let scaled = summary.scale.as_ref().context("the scan scaled")?;
+        ensure!(
+            scaled.queue_visible == 1 && scaled.queue_delayed == 5 && scaled.desired == 6,
+            "{scaled:?}"
+        );
 
         // Job i of 6 waits i · 100 s: only the first is visible now.
         let delayed = sqs
