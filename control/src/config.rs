@@ -67,7 +67,8 @@ pub const DEFAULT_MAX_PENDING_SNAPSHOTS: usize = 100;
 /// Default job spread: five minutes of `DelaySeconds`.
 pub const DEFAULT_JOB_SPREAD: Duration = Duration::from_secs(300);
 /// Default snapshot calls per second per region: below the refill rate of
-/// EC2's mutating-action bucket (5 a second), leaving room for the rest.
+/// EC2's `CreateSnapshots` bucket (5 a second), leaving room for the
+/// customer's own calls.
 pub const DEFAULT_SNAPSHOT_CALLS_PER_SECOND: u32 = 4;
 /// Default scan budget: 12 of Lambda's 15 minutes for snapshots, the rest
 /// for enqueueing, scaling and a margin.

@@ -1,9 +1,10 @@
 //! Pacing the snapshot calls of one region under EC2's rate limit for
-//! mutating actions.
+//! them.
 //!
-//! EC2 throttles per account and region with token buckets; mutating
-//! actions such as `CreateSnapshots` refill far slower than describes
-//! (`control/README.md` has the figures and the arithmetic). Concurrency
+//! EC2 throttles per account and region with token buckets;
+//! `CreateSnapshots` and `CreateSnapshot` refill 5 tokens a second, a
+//! quarter of the describes' rate (`control/README.md` has the figures and
+//! the arithmetic). Concurrency
 //! alone (four calls in flight) does not bound the *rate*: against a fast
 //! endpoint four workers could send dozens of calls a second and drain the
 //! bucket the workers and the customer's own tooling share. So every

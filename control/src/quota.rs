@@ -3,7 +3,7 @@
 //! volume, at least [`MIN_VOLUME_INTERVAL`] between two snapshots of one
 //! volume, and at most `CONTROL_MAX_PENDING_SNAPSHOTS` (100 by default)
 //! pending per account and region. A refused `CreateSnapshots` is a wasted
-//! call against the mutating-call rate limit, and it fails the whole set;
+//! call against the `CreateSnapshots` rate limit, and it fails the whole set;
 //! an instance that would break a quota is deferred instead — listed with
 //! the quota in the scan's response, no call, no job — and the next scan
 //! takes it.
