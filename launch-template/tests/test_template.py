@@ -336,3 +336,42 @@ def test_the_user_data_installs_only_a_tarball_whose_sha256_matches_the_manifest
     # An artifact the manifest does not list stops the install too.
     result = run_check(template, tmp_path, "worker-arm64.tar.gz")
     assert result.returncode != 0
+
+
+REPO = HERE.parents[1]
+
+
+def test_the_parameters_are_the_ones_the_contract_names(template):
+    # worker/contract/src/params.rs is the one definition of the names; the
+    # template creates each of them except the SecureString, which the
+    # registration (the control Lambda) writes.
+    source = (REPO / "worker/contract/src/params.rs").read_text()
+    leaves = set(re.findall(r'self\.name\("([a-z-]+)"\)', source))
+    assert len(leaves) >= 8, leaves
+    made = set()
+    for resource in template["Resources"].values():
+        if resource["Type"] == "AWS::SSM::Parameter":
+            name = resource["Properties"]["Name"]["Fn::Sub"]
+            assert name.startswith("${ParameterPrefix}/"), name
+            made.add(name.split("/", 1)[1])
+    assert made == leaves - {"service-credential"}
+    control = {s["Sid"]: s for s in template["Resources"]["ControlRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]}
+    writable = {r["Fn::Sub"].rsplit("/", 1)[1] for r in control["WriteParameters"]["Resource"]}
+    assert writable == {"pause", "service-credential"}
+
+
+def test_the_control_function_gets_every_setting_it_reads(template):
+    env = template["Resources"]["ControlFunction"]["Properties"]["Environment"]["Variables"]
+    # The variables control/src/config.rs reads today must all be set.
+    source = (REPO / "control/src/config.rs").read_text()
+    read = set(re.findall(r'"(CONTROL_[A-Z_]+)"', source))
+    assert read, "control/src/config.rs names its variables"
+    assert read <= set(env), read - set(env)
+    assert set(env) == {
+        "CONTROL_REGIONS", "CONTROL_QUEUE_URL", "CONTROL_ASG_NAME", "CONTROL_OWNERSHIP_TAG_KEY",
+        "CONTROL_OWNERSHIP_TAG_VALUE", "CONTROL_OPT_OUT_TAG", "CONTROL_INCLUDE_STOPPED",
+        "CONTROL_SNAPSHOT_MAX_AGE_HOURS", "CONTROL_SWEEP_TTL_HOURS", "CONTROL_INSTANCE_TTL_HOURS",
+        "CONTROL_MAX_PENDING_SNAPSHOTS", "CONTROL_JOB_SPREAD_SECONDS", "CONTROL_INCLUDE_TAGS",
+        "CONTROL_EXCLUDE_TAGS", "CONTROL_PAUSE_MINUTES", "CONTROL_PARAMETER_PREFIX", "CONTROL_MAX_ATTEMPTS",
+        "CONTROL_RELEASE_BUCKET", "CONTROL_RELEASE_PREFIX", "CONTROL_ALERT_TOPIC_ARN", "CONTROL_STACK_NAME",
+    }
