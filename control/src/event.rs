@@ -6,6 +6,7 @@
 //! | `{"action": "scan", "instance_ids"?: ["i-…"]}` | a scan (of those instances only) |
 //! | `{"action": "sweep", "ttl_hours"?: N}` | a sweep (TTL from the event or the config) |
 //! | `{"action": "scale"}` | size the worker group from the queue |
+//! | a CloudFormation custom resource request (`RequestType`, `ResponseURL`) | register / clean up ([`crate::custom_resource`]) |
 //!
 //! Anything else is an error that says what was expected: an unknown action,
 //! an unknown field (a misspelt `instance_ids` must not turn an on-demand scan
@@ -40,6 +41,9 @@ pub enum Event {
     },
     /// Size the worker group from the queue depth.
     Scale,
+    /// A CloudFormation custom resource request, parsed (and answered, even
+    /// when malformed) by [`crate::custom_resource`].
+    CustomResource(Box<crate::custom_resource::Request>),
 }
 
 /// An event the handler does not accept.
@@ -94,6 +98,11 @@ impl Event {
     /// # Errors
     /// [`EventError`] saying what was expected.
     pub fn parse(event: &Value) -> Result<Self, EventError> {
+        if event.get("RequestType").is_some() || event.get("ResponseURL").is_some() {
+            return Ok(Self::CustomResource(Box::new(
+                crate::custom_resource::Request(event.clone()),
+            )));
+        }
         if event.get("detail-type").is_some() {
             let scheduled: EventBridgeEvent =
                 serde_json::from_value(event.clone()).map_err(|err| EventError::Invalid {
@@ -207,6 +216,20 @@ mod tests {
             Some(Event::Sweep { ttl: None })
         );
         assert_eq!(parse(json!({"action": "scale"})).ok(), Some(Event::Scale));
+    }
+
+    #[test]
+    fn cloudformation_requests_go_to_the_custom_resource_even_malformed() {
+        for event in [
+            json!({"RequestType": "Create", "ResponseURL": "https://s3/x", "StackId": "s"}),
+            json!({"ResponseURL": "https://s3/x"}),
+            json!({"RequestType": "Delete"}),
+        ] {
+            assert!(
+                matches!(parse(event.clone()), Ok(Event::CustomResource(_))),
+                "{event}"
+            );
+        }
     }
 
     #[test]

@@ -2,10 +2,13 @@
 //! the event and the context, which the Lambda runtime, `control invoke` and
 //! the tests all call the same way.
 
+use std::time::SystemTime;
+
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::ctx::Ctx;
+use crate::custom_resource::{CustomResourceError, CustomResourceSummary, custom_resource};
 use crate::event::{Event, EventError};
 use crate::scale::{ScaleError, ScaleSummary, scale};
 use crate::scan::{ScanError, ScanSummary, scan};
@@ -21,6 +24,9 @@ pub enum Response {
     Sweep(SweepSummary),
     /// A scale.
     Scale(ScaleSummary),
+    /// A CloudFormation custom resource request, answered.
+    #[serde(rename = "custom-resource")]
+    CustomResource(CustomResourceSummary),
 }
 
 /// Why the handler failed.
@@ -38,6 +44,9 @@ pub enum ControlError {
     /// The scale failed.
     #[error(transparent)]
     Scale(#[from] ScaleError),
+    /// CloudFormation could not be answered.
+    #[error(transparent)]
+    CustomResource(#[from] CustomResourceError),
 }
 
 impl ControlError {
@@ -48,6 +57,7 @@ impl ControlError {
             Self::Scan(_) => "ScanFailed",
             Self::Sweep(_) => "SweepFailed",
             Self::Scale(_) => "ScaleFailed",
+            Self::CustomResource(_) => "CustomResourceFailed",
         }
     }
 }
@@ -57,6 +67,19 @@ impl ControlError {
 /// # Errors
 /// [`ControlError`]: an event not understood, or the failed action's error.
 pub async fn handle(event: Value, ctx: &Ctx) -> Result<Response, ControlError> {
+    handle_until(event, ctx, None).await
+}
+
+/// Handle one event, finishing before `deadline` (the Lambda's, where there
+/// is one): a CloudFormation request is answered before it.
+///
+/// # Errors
+/// [`ControlError`]: an event not understood, or the failed action's error.
+pub async fn handle_until(
+    event: Value,
+    ctx: &Ctx,
+    deadline: Option<SystemTime>,
+) -> Result<Response, ControlError> {
     let event = Event::parse(&event)?;
     tracing::info!(?event, "handling");
     Ok(match event {
@@ -65,5 +88,8 @@ pub async fn handle(event: Value, ctx: &Ctx) -> Result<Response, ControlError> {
             Response::Sweep(sweep(ctx, ttl.unwrap_or(ctx.config().sweep_ttl)).await?)
         }
         Event::Scale => Response::Scale(scale(ctx).await?),
+        Event::CustomResource(request) => {
+            Response::CustomResource(custom_resource(ctx, &request, deadline).await?)
+        }
     })
 }

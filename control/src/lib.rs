@@ -10,7 +10,10 @@
 //!   worker group;
 //! - **scale** ([`scale`]): the worker group's size from the queue depth;
 //! - **sweep** ([`sweep`]): delete what the scanner made and no longer
-//!   needs — only what carries the ownership tag.
+//!   needs — only what carries the ownership tag;
+//! - **CloudFormation custom resource** ([`custom_resource`]): register the
+//!   stack with the service (the credential in SSM), and on delete remove
+//!   everything the scanner made, then answer CloudFormation.
 //!
 //! The context ([`Ctx`]) holds the configuration ([`config`], from the
 //! environment) and the one `SdkConfig` every client is built from. AWS
@@ -21,6 +24,7 @@
 pub mod calls;
 pub mod config;
 pub mod ctx;
+pub mod custom_resource;
 pub mod discover;
 pub mod enqueue;
 pub mod error;
@@ -34,4 +38,4 @@ pub mod sweep;
 
 pub use config::Config;
 pub use ctx::Ctx;
-pub use handler::{ControlError, Response, handle};
+pub use handler::{ControlError, Response, handle, handle_until};

@@ -24,10 +24,14 @@ use e2e::emulator::{Emulator, emulator};
 
 #[path = "control/cli.rs"]
 mod cli;
+#[path = "control/custom_resource.rs"]
+mod custom_resource;
 #[path = "control/faults.rs"]
 mod faults;
 #[path = "control/fleet.rs"]
 mod fleet;
+#[path = "control/http.rs"]
+mod http;
 #[path = "control/runtime_api.rs"]
 mod runtime_api;
 #[path = "control/scale.rs"]
