@@ -86,6 +86,8 @@ pub struct Config {
     pub parameters: ParameterNames,
     /// Attempts per AWS call, the first included.
     pub max_attempts: u32,
+    /// Where releases come from, for the self-update.
+    pub self_update: crate::self_update::SelfUpdateConfig,
     /// The standard retry strategy's first backoff (it doubles per attempt,
     /// with jitter, up to 20 s). Not an environment variable: tests shorten it.
     pub initial_backoff: Duration,
@@ -107,6 +109,10 @@ impl Default for Config {
             sweep_ttl: DEFAULT_SWEEP_TTL,
             parameters: ParameterNames::default(),
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            self_update: crate::self_update::SelfUpdateConfig {
+                arch: crate::self_update::binary_arch().to_string(),
+                ..crate::self_update::SelfUpdateConfig::default()
+            },
             initial_backoff: Duration::from_secs(1),
         }
     }
@@ -240,6 +246,7 @@ impl Config {
                 ParameterNames::new(&prefix)
             }),
             max_attempts,
+            self_update: crate::self_update::SelfUpdateConfig::from_vars(get)?,
             initial_backoff: defaults.initial_backoff,
         })
     }

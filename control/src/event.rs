@@ -6,6 +6,7 @@
 //! | `{"action": "scan", "instance_ids"?: ["i-…"]}` | a scan (of those instances only) |
 //! | `{"action": "sweep", "ttl_hours"?: N}` | a sweep (TTL from the event or the config) |
 //! | `{"action": "scale"}` | size the worker group from the queue |
+//! | `{"action": "self-update"}` | update the function (and stack) from the release ([`crate::self_update`]) |
 //! | a CloudFormation custom resource request (`RequestType`, `ResponseURL`) | register / clean up ([`crate::custom_resource`]) |
 //!
 //! Anything else is an error that says what was expected: an unknown action,
@@ -41,6 +42,8 @@ pub enum Event {
     },
     /// Size the worker group from the queue depth.
     Scale,
+    /// Update the function's code (and the stack) from the release bucket.
+    SelfUpdate,
     /// A CloudFormation custom resource request, parsed (and answered, even
     /// when malformed) by [`crate::custom_resource`].
     CustomResource(Box<crate::custom_resource::Request>),
@@ -90,6 +93,8 @@ enum Action {
         ttl_hours: Option<f64>,
     },
     Scale {},
+    #[serde(rename = "self-update")]
+    SelfUpdate {},
 }
 
 impl Event {
@@ -161,6 +166,7 @@ impl Event {
                     .transpose()?,
             },
             Action::Scale {} => Self::Scale,
+            Action::SelfUpdate {} => Self::SelfUpdate,
         })
     }
 }
@@ -216,6 +222,10 @@ mod tests {
             Some(Event::Sweep { ttl: None })
         );
         assert_eq!(parse(json!({"action": "scale"})).ok(), Some(Event::Scale));
+        assert_eq!(
+            parse(json!({"action": "self-update"})).ok(),
+            Some(Event::SelfUpdate)
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::custom_resource::{CustomResourceError, CustomResourceSummary, custom_
 use crate::event::{Event, EventError};
 use crate::scale::{ScaleError, ScaleSummary, scale};
 use crate::scan::{ScanError, ScanSummary, scan};
+use crate::self_update::{SelfUpdateError, SelfUpdateSummary, self_update};
 use crate::sweep::{SweepError, SweepSummary, sweep};
 
 /// What the handler did: the JSON response, tagged with the action.
@@ -24,6 +25,9 @@ pub enum Response {
     Sweep(SweepSummary),
     /// A scale.
     Scale(ScaleSummary),
+    /// A self-update.
+    #[serde(rename = "self-update")]
+    SelfUpdate(SelfUpdateSummary),
     /// A CloudFormation custom resource request, answered.
     #[serde(rename = "custom-resource")]
     CustomResource(CustomResourceSummary),
@@ -44,6 +48,9 @@ pub enum ControlError {
     /// The scale failed.
     #[error(transparent)]
     Scale(#[from] ScaleError),
+    /// The self-update changed nothing.
+    #[error(transparent)]
+    SelfUpdate(#[from] SelfUpdateError),
     /// CloudFormation could not be answered.
     #[error(transparent)]
     CustomResource(#[from] CustomResourceError),
@@ -58,6 +65,7 @@ impl ControlError {
             Self::Sweep(_) => "SweepFailed",
             Self::Scale(_) => "ScaleFailed",
             Self::CustomResource(_) => "CustomResourceFailed",
+            Self::SelfUpdate(_) => "SelfUpdateFailed",
         }
     }
 }
@@ -88,6 +96,7 @@ pub async fn handle_until(
             Response::Sweep(sweep(ctx, ttl.unwrap_or(ctx.config().sweep_ttl)).await?)
         }
         Event::Scale => Response::Scale(scale(ctx).await?),
+        Event::SelfUpdate => Response::SelfUpdate(self_update(ctx).await?),
         Event::CustomResource(request) => {
             Response::CustomResource(custom_resource(ctx, &request, deadline).await?)
         }

@@ -13,7 +13,9 @@
 //!   needs — only what carries the ownership tag;
 //! - **CloudFormation custom resource** ([`custom_resource`]): register the
 //!   stack with the service (the credential in SSM), and on delete remove
-//!   everything the scanner made, then answer CloudFormation.
+//!   everything the scanner made, then answer CloudFormation;
+//! - **self-update** ([`self_update`]): the function's code and the stack's
+//!   template from the release bucket, only when they match the manifest.
 //!
 //! The context ([`Ctx`]) holds the configuration ([`config`], from the
 //! environment) and the one `SdkConfig` every client is built from. AWS
@@ -33,6 +35,7 @@ pub mod handler;
 pub mod regions;
 pub mod scale;
 pub mod scan;
+pub mod self_update;
 pub mod snapshot;
 pub mod sweep;
 

@@ -38,6 +38,8 @@ mod runtime_api;
 mod scale;
 #[path = "control/scan.rs"]
 mod scan;
+#[path = "control/self_update.rs"]
+mod self_update;
 #[path = "control/sweep.rs"]
 mod sweep;
 
