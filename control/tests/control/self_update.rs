@@ -137,16 +137,28 @@ impl Release {
 
     /// A manifest vouching for `artifact`.
     async fn manifest(&self, artifact: &[u8]) -> Result<()> {
+        self.manifest_with(artifact, b"{}").await
+    }
+
+    /// A manifest vouching for `artifact` and `template`.
+    async fn manifest_with(&self, artifact: &[u8], template: &[u8]) -> Result<()> {
         let manifest = json!({
             "version": "0.2.0",
             "artifacts": {
                 ARTIFACT: {"sha256": sha256_hex(artifact), "size": artifact.len()},
                 "control-arm64.zip": {"sha256": sha256_hex(b"arm"), "size": 3},
-                "template.json": {"sha256": sha256_hex(b"{}"), "size": 2},
+                "template.json": {"sha256": sha256_hex(template), "size": template.len()},
             }
         });
         self.put("manifest.json", manifest.to_string().as_bytes())
             .await
+    }
+
+    /// The context again, now updating `stack` too.
+    async fn with_stack(&mut self, world: &World, stack: &str) {
+        let mut config = self.ctx.config().clone();
+        config.self_update.stack_name = Some(stack.to_string());
+        self.ctx = world.ctx(config).await;
     }
 
     /// The function's CodeSha256.
@@ -300,6 +312,107 @@ fn a_matching_artifact_is_deployed_and_an_unchanged_one_is_a_no_op() -> Result<(
         ensure!(summary.function == Change::Unchanged, "{summary:?}");
         ensure!(release.code_sha256().await? == sha256_base64(&v2));
         ensure!(release.alerts().await?.is_empty(), "no alert");
+        Ok(())
+    })
+}
+
+/// A stack template with one parameter and one queue; `note` makes versions
+/// differ.
+fn template(note: &str) -> String {
+    json!({
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Description": format!("scanner {note}"),
+        "Parameters": {"Env": {"Type": "String"}},
+        "Resources": {"Queue": {"Type": "AWS::SQS::Queue",
+                                "Properties": {"QueueName": {"Ref": "Env"}}}},
+    })
+    .to_string()
+}
+
+#[test]
+fn the_stack_gets_the_verified_template_with_its_parameters_kept() -> Result<()> {
+    with_world(|world| async move {
+        let v1 = zip("control 0.1.0");
+        let mut release = Release::new(&world, &v1).await?;
+        let cloudformation = aws_sdk_cloudformation::Client::new(&world.loader().load().await);
+        cloudformation
+            .create_stack()
+            .stack_name("scanner")
+            .template_body(template("0.1.0"))
+            .parameters(
+                aws_sdk_cloudformation::types::Parameter::builder()
+                    .parameter_key("Env")
+                    .parameter_value("prod-jobs")
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|err| anyhow::anyhow!("CreateStack: {}", DisplayErrorContext(&err)))?;
+        release.with_stack(&world, "scanner").await;
+        let v2 = zip("control 0.2.0");
+        let t2 = template("0.2.0");
+        release.put(ARTIFACT, &v2).await?;
+
+        // A tampered template: neither the stack nor the function changes.
+        release.manifest_with(&v2, t2.as_bytes()).await?;
+        release
+            .put("template.json", template("0.2.1").as_bytes())
+            .await?;
+        let err = handle(json!({"action": "self-update"}), &release.ctx)
+            .await
+            .expect_err("a tampered template is refused");
+        ensure!(err.to_string().contains("template.json"), "{err}");
+        ensure!(
+            release.code_sha256().await? == sha256_base64(&v1),
+            "the code stays"
+        );
+        let current = cloudformation
+            .get_template()
+            .stack_name("scanner")
+            .send()
+            .await
+            .map_err(|err| anyhow::anyhow!("GetTemplate: {}", DisplayErrorContext(&err)))?;
+        ensure!(current.template_body() == Some(template("0.1.0").as_str()));
+        ensure!(release.alerts().await?.len() == 1);
+
+        // The verified one: both updated, the parameter kept.
+        release.put("template.json", t2.as_bytes()).await?;
+        let summary = self_update(&release.ctx).await?;
+        ensure!(
+            summary.function == Change::Updated && summary.stack == Change::Updated,
+            "{summary:?}"
+        );
+        let current = cloudformation
+            .get_template()
+            .stack_name("scanner")
+            .send()
+            .await
+            .map_err(|err| anyhow::anyhow!("GetTemplate: {}", DisplayErrorContext(&err)))?;
+        ensure!(current.template_body() == Some(t2.as_str()), "{current:?}");
+        let stacks = cloudformation
+            .describe_stacks()
+            .stack_name("scanner")
+            .send()
+            .await
+            .map_err(|err| anyhow::anyhow!("DescribeStacks: {}", DisplayErrorContext(&err)))?;
+        let parameters = stacks
+            .stacks()
+            .first()
+            .map(|s| s.parameters().to_vec())
+            .unwrap_or_default();
+        ensure!(
+            parameters
+                .iter()
+                .any(|p| p.parameter_key() == Some("Env")
+                    && p.parameter_value() == Some("prod-jobs")),
+            "{parameters:?}"
+        );
+
+        let summary = self_update(&release.ctx).await?;
+        ensure!(
+            summary.function == Change::Unchanged && summary.stack == Change::Unchanged,
+            "{summary:?}"
+        );
         Ok(())
     })
 }
