@@ -7,8 +7,8 @@
 use anyhow::{Context, Result, bail, ensure};
 use aws_sdk_ssm::types::ParameterType;
 use aws_smithy_types::error::display::DisplayErrorContext;
-use control::custom_resource::{CustomResourceSummary, Status};
-use control::{Ctx, Response, handle};
+use control::custom_resource::{CustomResourceSummary, RESPONSE_RESERVE, Status};
+use control::{Ctx, Response, handle, handle_until};
 use serde_json::{Value, json};
 
 use crate::fleet::{self, launch, volumes_of};
@@ -498,6 +498,34 @@ fn create_and_delete_five_times_in_a_row() -> Result<()> {
         }
         ensure!(fleet::volume_ids(&ec2).await?.contains(&customer));
         ensure!(endpoint.received().len() == 5);
+        Ok(())
+    })
+}
+
+#[test]
+fn a_request_out_of_time_is_still_answered_failed() -> Result<()> {
+    with_world(|world| async move {
+        let ctx = ctx(&world).await;
+        let answers = Server::answering(200, "")?;
+        let ec2 = world.ec2(HOME).await;
+        let volume = fleet::volume(&ec2, HOME, OWNED).await?;
+        // The invocation's deadline leaves no time for the work, only for
+        // the answer.
+        let deadline = std::time::SystemTime::now() + RESPONSE_RESERVE;
+        let response =
+            handle_until(request("Delete", &answers, json!({})), &ctx, Some(deadline)).await?;
+        let Response::CustomResource(summary) = response else {
+            bail!("a custom resource request answered {response:?}");
+        };
+        ensure!(summary.status == Status::Failed, "{summary:?}");
+        let sent = received(&answers)?;
+        ensure!(sent["Status"] == "FAILED", "{sent}");
+        let reason = sent["Reason"].as_str().unwrap_or_default();
+        ensure!(reason.contains("did not finish within"), "{reason}");
+        ensure!(
+            owned(&world, HOME).await?.1 == vec![volume],
+            "nothing was deleted"
+        );
         Ok(())
     })
 }
