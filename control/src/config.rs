@@ -182,6 +182,8 @@ pub struct Config {
     pub include_tags: Vec<TagFilter>,
     /// Instances carrying one of these are not scanned (wins over includes).
     pub exclude_tags: Vec<TagFilter>,
+    /// Where releases come from, for the self-update.
+    pub self_update: crate::self_update::SelfUpdateConfig,
     /// The standard retry strategy's first backoff (it doubles per attempt,
     /// with jitter, up to 20 s). Not an environment variable: tests shorten it.
     pub initial_backoff: Duration,
@@ -203,6 +205,10 @@ impl Default for Config {
             sweep_ttl: DEFAULT_SWEEP_TTL,
             parameters: ParameterNames::default(),
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            self_update: crate::self_update::SelfUpdateConfig {
+                arch: crate::self_update::binary_arch().to_string(),
+                ..crate::self_update::SelfUpdateConfig::default()
+            },
             initial_backoff: Duration::from_secs(1),
             pause: DEFAULT_PAUSE,
             instance_ttl: DEFAULT_INSTANCE_TTL,
@@ -411,6 +417,7 @@ impl Config {
                 ParameterNames::new(&prefix)
             }),
             max_attempts,
+            self_update: crate::self_update::SelfUpdateConfig::from_vars(get)?,
             initial_backoff: defaults.initial_backoff,
             pause,
             instance_ttl,

@@ -89,6 +89,30 @@ impl Ctx {
         aws_sdk_ssm::Client::new(&self.sdk)
     }
 
+    /// An S3 client in the home region (the release bucket); path-style
+    /// addressing when an endpoint is configured (the local emulator).
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        let config = aws_sdk_s3::config::Builder::from(&self.sdk)
+            .force_path_style(self.sdk.endpoint_url().is_some())
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+
+    /// A Lambda client in the home region (the function itself).
+    pub fn lambda(&self) -> aws_sdk_lambda::Client {
+        aws_sdk_lambda::Client::new(&self.sdk)
+    }
+
+    /// An SNS client in the home region (alerts).
+    pub fn sns(&self) -> aws_sdk_sns::Client {
+        aws_sdk_sns::Client::new(&self.sdk)
+    }
+
+    /// A CloudFormation client in the home region (the stack).
+    pub fn cloudformation(&self) -> aws_sdk_cloudformation::Client {
+        aws_sdk_cloudformation::Client::new(&self.sdk)
+    }
+
     /// An Auto Scaling client in the home region.
     pub fn autoscaling(&self) -> aws_sdk_autoscaling::Client {
         aws_sdk_autoscaling::Client::new(&self.sdk)

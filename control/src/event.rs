@@ -7,6 +7,8 @@
 //! | `{"action": "sweep", "ttl_hours"?: N}` | a sweep (TTL from the event or the config) |
 //! | `{"action": "scale"}` | size the worker group from the queue |
 //! | `{"action": "inventory"}` | count instances, volumes, snapshots per region |
+//! | `{"action": "self-update"}` | update the function (and stack) from the release ([`crate::self_update`]) |
+//! | a CloudFormation custom resource request (`RequestType`, `ResponseURL`) | register / clean up ([`crate::custom_resource`]) |
 //!
 //! Anything else is an error that says what was expected: an unknown action,
 //! an unknown field (a misspelt `instance_ids` must not turn an on-demand scan
@@ -43,6 +45,11 @@ pub enum Event {
     Scale,
     /// Count resources per region.
     Inventory,
+    /// Update the function's code (and the stack) from the release bucket.
+    SelfUpdate,
+    /// A CloudFormation custom resource request, parsed (and answered, even
+    /// when malformed) by [`crate::custom_resource`].
+    CustomResource(Box<crate::custom_resource::Request>),
 }
 
 /// An event the handler does not accept.
@@ -90,6 +97,8 @@ enum Action {
     },
     Scale {},
     Inventory {},
+    #[serde(rename = "self-update")]
+    SelfUpdate {},
 }
 
 impl Event {
@@ -98,6 +107,11 @@ impl Event {
     /// # Errors
     /// [`EventError`] saying what was expected.
     pub fn parse(event: &Value) -> Result<Self, EventError> {
+        if event.get("RequestType").is_some() || event.get("ResponseURL").is_some() {
+            return Ok(Self::CustomResource(Box::new(
+                crate::custom_resource::Request(event.clone()),
+            )));
+        }
         if event.get("detail-type").is_some() {
             let scheduled: EventBridgeEvent =
                 serde_json::from_value(event.clone()).map_err(|err| EventError::Invalid {
@@ -157,6 +171,7 @@ impl Event {
             },
             Action::Scale {} => Self::Scale,
             Action::Inventory {} => Self::Inventory,
+            Action::SelfUpdate {} => Self::SelfUpdate,
         })
     }
 }
@@ -216,6 +231,24 @@ mod tests {
             parse(json!({"action": "inventory"})).ok(),
             Some(Event::Inventory)
         );
+        assert_eq!(
+            parse(json!({"action": "self-update"})).ok(),
+            Some(Event::SelfUpdate)
+        );
+    }
+
+    #[test]
+    fn cloudformation_requests_go_to_the_custom_resource_even_malformed() {
+        for event in [
+            json!({"RequestType": "Create", "ResponseURL": "https://s3/x", "StackId": "s"}),
+            json!({"ResponseURL": "https://s3/x"}),
+            json!({"RequestType": "Delete"}),
+        ] {
+            assert!(
+                matches!(parse(event.clone()), Ok(Event::CustomResource(_))),
+                "{event}"
+            );
+        }
     }
 
     #[test]

@@ -11,7 +11,12 @@
 //! - **scale** ([`scale`]): the worker group's size from the queue depth;
 //! - **sweep** ([`sweep`]): delete what the scanner made and no longer
 //!   needs — only what carries the ownership tag;
-//! - **inventory** ([`inventory`]): counts per region, nothing else.
+//! - **inventory** ([`inventory`]): counts per region, nothing else;
+//! - **CloudFormation custom resource** ([`custom_resource`]): register the
+//!   stack with the service (the credential in SSM), and on delete remove
+//!   everything the scanner made, then answer CloudFormation;
+//! - **self-update** ([`self_update`]): the function's code and the stack's
+//!   template from the release bucket, only when they match the manifest.
 //!
 //! Throttling that outlasts the retries pauses the whole fleet for a while
 //! ([`pause`]), through an SSM parameter the workers read.
@@ -25,6 +30,7 @@
 pub mod calls;
 pub mod config;
 pub mod ctx;
+pub mod custom_resource;
 pub mod discover;
 pub mod enqueue;
 pub mod error;
@@ -37,9 +43,10 @@ pub mod quota;
 pub mod regions;
 pub mod scale;
 pub mod scan;
+pub mod self_update;
 pub mod snapshot;
 pub mod sweep;
 
 pub use config::Config;
 pub use ctx::Ctx;
-pub use handler::{ControlError, Response, handle};
+pub use handler::{ControlError, Response, handle, handle_until};

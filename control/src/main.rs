@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use control::{Config, Ctx, handle};
+use control::{Config, Ctx, handle, handle_until};
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use serde_json::Value;
 
@@ -64,10 +64,15 @@ async fn run(cli: Cli) -> Result<()> {
         None if std::env::var_os(LAMBDA_RUNTIME_API).is_some() => {
             let ctx = &ctx;
             lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| async move {
-                handle(event.payload, ctx).await.map_err(|err| Diagnostic {
-                    error_type: err.kind().to_string(),
-                    error_message: err.to_string(),
-                })
+                // The invocation's deadline, in milliseconds since the epoch.
+                let deadline = std::time::UNIX_EPOCH
+                    .checked_add(std::time::Duration::from_millis(event.context.deadline));
+                handle_until(event.payload, ctx, deadline)
+                    .await
+                    .map_err(|err| Diagnostic {
+                        error_type: err.kind().to_string(),
+                        error_message: err.to_string(),
+                    })
             }))
             .await
             .map_err(|err| anyhow::anyhow!("Lambda runtime: {err}"))

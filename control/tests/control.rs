@@ -24,10 +24,14 @@ use e2e::emulator::{Emulator, emulator};
 
 #[path = "control/cli.rs"]
 mod cli;
+#[path = "control/custom_resource.rs"]
+mod custom_resource;
 #[path = "control/faults.rs"]
 mod faults;
 #[path = "control/fleet.rs"]
 mod fleet;
+#[path = "control/http.rs"]
+mod http;
 #[path = "control/inventory.rs"]
 mod inventory;
 #[path = "control/quota.rs"]
@@ -38,6 +42,8 @@ mod runtime_api;
 mod scale;
 #[path = "control/scan.rs"]
 mod scan;
+#[path = "control/self_update.rs"]
+mod self_update;
 #[path = "control/sweep.rs"]
 mod sweep;
 
