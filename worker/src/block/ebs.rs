@@ -13,7 +13,8 @@
 //! - A bounded cache (default 256 MiB) holds fetched blocks; concurrent reads
 //!   of one block share one fetch (a slot that later readers wait on).
 //! - Sequential reads fetch ahead; [`BlockSource::prefetch`] lets a parser
-//!   announce ranges it will read, fetched in parallel in the background.
+//!   announce ranges it will read, fetched in parallel in the background
+//!   (at most half the cache per announcement, however long the ranges).
 //! - At most `max_in_flight` requests at once (default 64) and a client-side
 //!   rate limit (default 500/s, under the 1,000 requests/s per-snapshot
 //!   quota). Throttling (`RequestThrottledException`, `ThrottlingException`),
@@ -525,6 +526,30 @@ async fn verify(
     Ok(Arc::from(&data[..]))
 }
 
+/// The blocks that hold `ranges` (byte offset, length) of a source of
+/// `size` bytes, range after range, at most `cap` of them (at least one).
+///
+/// A hint is not a download: the ranges come from the image (extents a
+/// hostile inode may make as long as it likes), so the count is capped
+/// before anything is allocated. [`EbsSource`] caps a hint at half its
+/// cache: more would evict the first blocks before they are read.
+fn hinted_blocks(ranges: &[(u64, u64)], size: u64, block_size: u64, cap: usize) -> Vec<u64> {
+    let cap = cap.max(1);
+    let mut indices = Vec::new();
+    for &(offset, len) in ranges {
+        let room = cap.saturating_sub(indices.len());
+        if room == 0 {
+            break;
+        }
+        if len == 0 || offset >= size || block_size == 0 {
+            continue;
+        }
+        let end = offset.saturating_add(len).min(size);
+        indices.extend((offset / block_size..=(end - 1) / block_size).take(room));
+    }
+    indices
+}
+
 /// The volume size in bytes, the block size, and every allocated block's
 /// token, listed window by window, concurrently.
 async fn list_block_map(
@@ -701,17 +726,9 @@ impl BlockSource for EbsSource {
 
     fn prefetch(&self, ranges: &[(u64, u64)]) {
         let block_size = self.shared.block_size;
-        let mut indices = Vec::new();
-        for &(offset, len) in ranges {
-            if len == 0 || offset >= self.size {
-                continue;
-            }
-            let end = offset.saturating_add(len).min(self.size);
-            indices.extend(offset / block_size..=(end - 1) / block_size);
-            if indices.len() > 4096 {
-                break; // a hint, not a download: at most 2 GiB ahead
-            }
-        }
+        let cap =
+            usize::try_from(self.shared.options.cache_bytes / block_size / 2).unwrap_or(usize::MAX);
+        let indices = hinted_blocks(ranges, self.size, block_size, cap);
         self.fetch_in_background(indices.into_iter());
     }
 
@@ -724,5 +741,42 @@ impl BlockSource for EbsSource {
             retries: counters.retries.load(Ordering::Relaxed),
             cache_hits: counters.cache_hits.load(Ordering::Relaxed),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BLOCK: u64 = 512 * 1024;
+
+    #[test]
+    fn hinted_blocks_cover_each_range_in_order() {
+        let ranges = [(BLOCK + 10, 2 * BLOCK), (0, 1), (5 * BLOCK, 0)];
+        assert_eq!(
+            hinted_blocks(&ranges, 100 * BLOCK, BLOCK, 100),
+            [1, 2, 3, 0]
+        );
+    }
+
+    #[test]
+    fn hinted_blocks_stop_at_the_end_of_the_source() {
+        let ranges = [(3 * BLOCK, u64::MAX), (200 * BLOCK, BLOCK)];
+        assert_eq!(hinted_blocks(&ranges, 5 * BLOCK, BLOCK, 100), [3, 4]);
+    }
+
+    #[test]
+    fn a_huge_hint_is_capped_before_it_is_listed() {
+        // A hostile extent of an exabyte on a 16 TiB snapshot: 256 blocks,
+        // not 32 million (nor an allocation of their indices).
+        let size = 16 << 40;
+        let ranges = [(0, u64::MAX), (BLOCK, u64::MAX)];
+        let hinted = hinted_blocks(&ranges, size, BLOCK, 256);
+        assert_eq!(hinted.len(), 256);
+        assert_eq!(hinted.first(), Some(&0));
+        assert_eq!(hinted.last(), Some(&255));
+        // Many ranges share one cap.
+        let many = vec![(0, 8 * BLOCK); 10_000];
+        assert_eq!(hinted_blocks(&many, size, BLOCK, 256).len(), 256);
     }
 }
