@@ -39,7 +39,21 @@ enum Command {
     /// report per job, scale in when idle. Configured by SSM parameters
     /// under --parameter-prefix; flags and WORKER_* variables override them.
     Run(RunArgs),
+    /// Print saved reports as tables: what `worker scan --format json` wrote,
+    /// or the job reports `worker run` delivered (file:// or S3).
+    Show(ShowArgs),
 }
+
+#[derive(clap::Args, Debug)]
+struct ShowArgs {
+    /// Report files (JSON).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+}
+
+/// Largest report file `worker show` reads: a report of a few volumes with
+/// thousands of packages is a few MiB.
+const MAX_REPORT_FILE: u64 = 64 << 20;
 
 #[derive(clap::Args, Debug)]
 struct RunArgs {
@@ -198,6 +212,7 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Show(args) => run_show(&args),
         Command::Walk(args) => match run_walk(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
@@ -290,6 +305,87 @@ fn run_daemon(args: RunArgs) -> ExitCode {
             eprintln!("error: {err}");
             ExitCode::from(1)
         }
+    }
+}
+
+fn run_show(args: &ShowArgs) -> ExitCode {
+    let mut failed = false;
+    let mut out = std::io::stdout().lock();
+    for file in &args.files {
+        match show(file) {
+            Ok(text) => {
+                if let Err(err) = out.write_all(text.as_bytes()) {
+                    if err.kind() == std::io::ErrorKind::BrokenPipe {
+                        return ExitCode::SUCCESS;
+                    }
+                    eprintln!("error: writing the table: {err}");
+                    return ExitCode::from(1);
+                }
+            }
+            Err(err) => {
+                eprintln!("error: {}: {err:#}", file.display());
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// One saved report as text: a job report (one table per snapshot under a
+/// heading naming the instance) or a scan report.
+fn show(file: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context;
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)
+        .context("opening the report")?
+        .take(MAX_REPORT_FILE + 1)
+        .read_to_end(&mut bytes)
+        .context("reading the report")?;
+    if bytes.len() as u64 > MAX_REPORT_FILE {
+        anyhow::bail!("larger than {} MiB: not a report", MAX_REPORT_FILE >> 20);
+    }
+    let value: serde_json::Value = serde_json::from_slice(&bytes).context("not JSON")?;
+    if value.get("snapshots").is_some() && value.get("instance_id").is_some() {
+        let job: worker::daemon::job::JobReport =
+            serde_json::from_value(value).context("not a job report")?;
+        let mut text = format!(
+            "instance {} ({}), scan {}, read by {} ({}, attempt {})\n",
+            job.instance_id,
+            job.region,
+            job.scan_id,
+            job.worker_instance_id,
+            job.read_mode,
+            job.attempt
+        );
+        for error in &job.errors {
+            text.push_str(&format!("error: {error}\n"));
+        }
+        for snapshot in &job.snapshots {
+            text.push_str(&format!(
+                "\nsnapshot {} of {}{}\n",
+                snapshot.snapshot_id,
+                snapshot.volume_id,
+                snapshot
+                    .device_name
+                    .as_deref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default()
+            ));
+            match (&snapshot.report, &snapshot.error) {
+                (Some(report), _) => text.push_str(&table::render(report)),
+                (None, Some(error)) => text.push_str(&format!("error: {error}\n")),
+                (None, None) => text.push_str("not scanned\n"),
+            }
+        }
+        Ok(text)
+    } else {
+        let report: Report = serde_json::from_value(value).context("not a scan report")?;
+        Ok(table::render(&report))
     }
 }
 

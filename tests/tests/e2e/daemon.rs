@@ -159,7 +159,7 @@ impl World {
 
     /// Put `jobs` on the queue with the control Lambda's own code.
     fn enqueue(&self, url: &str, jobs: &[ScanJob]) -> Result<()> {
-        let sent = self.block_on(control::enqueue::enqueue(&self.sqs(), url, jobs))?;
+        let sent = self.block_on(control::enqueue::enqueue(&self.sqs(), url, jobs, std::time::Duration::ZERO))?;
         ensure!(
             sent.sent == jobs.len() && sent.failed.is_empty(),
             "enqueue: {sent:?}"
