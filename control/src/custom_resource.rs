@@ -525,10 +525,7 @@ async fn still_owned(ctx: &Ctx, failed: &HashMap<&str, &str>) -> Vec<String> {
             match page {
                 Ok(page) => {
                     for snapshot in page.snapshots() {
-                        let tags = snapshot
-                            .tags()
-                            .iter()
-                            .filter_map(|t| Some((t.key()?, t.value().unwrap_or(""))));
+                        let tags = crate::tags::pairs(snapshot.tags());
                         if let (Some(id), true) = (snapshot.snapshot_id(), ownership.is_owned(tags))
                         {
                             let state = snapshot.state().map_or("", |s| s.as_str());
@@ -552,10 +549,7 @@ async fn still_owned(ctx: &Ctx, failed: &HashMap<&str, &str>) -> Vec<String> {
             match page {
                 Ok(page) => {
                     for volume in page.volumes() {
-                        let tags = volume
-                            .tags()
-                            .iter()
-                            .filter_map(|t| Some((t.key()?, t.value().unwrap_or(""))));
+                        let tags = crate::tags::pairs(volume.tags());
                         if let (Some(id), true) = (volume.volume_id(), ownership.is_owned(tags)) {
                             let state = volume.state().map_or("", |s| s.as_str());
                             left.push(format!("{id} in {region} ({})", why(id, state)));

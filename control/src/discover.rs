@@ -140,15 +140,8 @@ fn instance(described: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
         .and_then(|s| s.name())
         .map(|name| name.as_str().to_string())
         .unwrap_or_default();
-    let tags = described
-        .tags()
-        .iter()
-        .filter_map(|tag| {
-            Some((
-                tag.key()?.to_string(),
-                tag.value().unwrap_or("").to_string(),
-            ))
-        })
+    let tags = crate::tags::pairs(described.tags())
+        .map(|(key, value)| (key.to_string(), value.to_string()))
         .collect();
     let volumes = described
         .block_device_mappings()

@@ -177,10 +177,7 @@ async fn count_region(
         let page = page.map_err(|err| ApiError::new("DescribeVolumes", &err))?;
         for volume in page.volumes() {
             inventory.volumes += 1;
-            let tags = volume
-                .tags()
-                .iter()
-                .filter_map(|t| Some((t.key()?, t.value().unwrap_or(""))));
+            let tags = crate::tags::pairs(volume.tags());
             if ownership.is_owned(tags) {
                 scanner_volumes += 1;
             }
@@ -198,10 +195,7 @@ async fn count_region(
         let page = page.map_err(|err| ApiError::new("DescribeSnapshots", &err))?;
         for snapshot in page.snapshots() {
             snapshots += 1;
-            let tags = snapshot
-                .tags()
-                .iter()
-                .filter_map(|t| Some((t.key()?, t.value().unwrap_or(""))));
+            let tags = crate::tags::pairs(snapshot.tags());
             if ownership.is_owned(tags) {
                 scanner_snapshots += 1;
             }

@@ -46,6 +46,7 @@ pub mod scan;
 pub mod self_update;
 pub mod snapshot;
 pub mod sweep;
+pub mod tags;
 
 pub use config::Config;
 pub use ctx::Ctx;

@@ -112,12 +112,7 @@ pub async fn reusable(
     while let Some(page) = pages.next().await {
         let page = page.map_err(|err| ApiError::new("DescribeSnapshots", &err))?;
         for snapshot in page.snapshots() {
-            let owned = ownership.is_owned(
-                snapshot
-                    .tags()
-                    .iter()
-                    .filter_map(|t| Some((t.key()?, t.value().unwrap_or("")))),
-            );
+            let owned = ownership.is_owned(crate::tags::pairs(snapshot.tags()));
             if owned {
                 listed += 1;
             }

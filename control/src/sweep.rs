@@ -549,10 +549,7 @@ pub async fn terminate_instance(
     else {
         return Ok(Verdict::Gone);
     };
-    let tags = instance
-        .tags()
-        .iter()
-        .filter_map(|t| Some((t.key()?, t.value().unwrap_or(""))));
+    let tags = crate::tags::pairs(instance.tags());
     if !ownership.is_owned(tags) {
         return Ok(Verdict::NotOwned);
     }
@@ -618,10 +615,7 @@ pub async fn delete_snapshot(
     else {
         return Ok(Verdict::Gone);
     };
-    let tags = snapshot
-        .tags()
-        .iter()
-        .filter_map(|t| Some((t.key()?, t.value().unwrap_or(""))));
+    let tags = crate::tags::pairs(snapshot.tags());
     if !ownership.is_owned(tags) {
         return Ok(Verdict::NotOwned);
     }
@@ -675,10 +669,7 @@ pub async fn delete_volume(
     else {
         return Ok(Verdict::Gone);
     };
-    let tags = volume
-        .tags()
-        .iter()
-        .filter_map(|t| Some((t.key()?, t.value().unwrap_or(""))));
+    let tags = crate::tags::pairs(volume.tags());
     if !ownership.is_owned(tags) {
         return Ok(Verdict::NotOwned);
     }

@@ -1,0 +1,11 @@
+//! EC2 tags as `(key, value)` pairs: the one shape the ownership rule
+//! (`OwnershipTag::is_owned`) and the tag filters take. A tag without a key
+//! is skipped; a missing value reads as empty.
+
+use aws_sdk_ec2::types::Tag;
+
+/// `tags` as `(key, value)` pairs.
+pub fn pairs(tags: &[Tag]) -> impl Iterator<Item = (&str, &str)> {
+    tags.iter()
+        .filter_map(|tag| Some((tag.key()?, tag.value().unwrap_or(""))))
+}
