@@ -159,7 +159,12 @@ impl World {
 
     /// Put `jobs` on the queue with the control Lambda's own code.
     fn enqueue(&self, url: &str, jobs: &[ScanJob]) -> Result<()> {
-        let sent = self.block_on(control::enqueue::enqueue(&self.sqs(), url, jobs, std::time::Duration::ZERO))?;
+        let sent = self.block_on(control::enqueue::enqueue(
+            &self.sqs(),
+            url,
+            jobs,
+            std::time::Duration::ZERO,
+        ))?;
         ensure!(
             sent.sent == jobs.len() && sent.failed.is_empty(),
             "enqueue: {sent:?}"
@@ -356,6 +361,25 @@ fn parse_report(body: &[u8]) -> Result<JobReport> {
     serde_json::from_slice(body).context("a job report")
 }
 
+/// The job report a worker wrote at `path`; when there is none, the error
+/// carries the worker logs under `dir`, which say why.
+fn report_file(path: &Path, dir: &Path) -> Result<JobReport> {
+    match std::fs::read(path) {
+        Ok(body) => parse_report(&body).with_context(|| format!("{}", path.display())),
+        Err(err) => {
+            let mut logs = String::new();
+            for entry in std::fs::read_dir(dir)?.flatten() {
+                let name = entry.path();
+                if name.extension().is_some_and(|e| e == "log") {
+                    let text = std::fs::read_to_string(&name).unwrap_or_default();
+                    logs.push_str(&format!("--- {}\n{text}\n", name.display()));
+                }
+            }
+            bail!("reading the report {}: {err}\n{logs}", path.display())
+        }
+    }
+}
+
 fn os_ids(report: &JobReport) -> Vec<String> {
     report
         .snapshots
@@ -514,9 +538,7 @@ fn reports_reach_a_directory_and_an_s3_prefix() -> Result<()> {
     let mut args = common.to_vec();
     args.extend(["--report-destination", destination.as_str()]);
     Worker::start(emulator, &args, &[], dir.path().join("file.log"))?.exits_cleanly()?;
-    let report = parse_report(&std::fs::read(
-        reports.join("scan-f/i-0000000000000000f.json"),
-    )?)?;
+    let report = report_file(&reports.join("scan-f/i-0000000000000000f.json"), dir.path())?;
     ensure!(os_ids(&report) == ["alpine"], "{:?}", os_ids(&report));
 
     let bucket = unique("reports");
@@ -567,8 +589,10 @@ fn a_worker_killed_mid_job_leaves_the_job_to_the_next_worker() -> Result<()> {
         destination.as_str(),
         "--instance-id",
         "i-0feedfeedfeedfeed",
+        // Idle longer than the visibility timeout: the killed worker's
+        // message turns visible again within it.
         "--idle-minutes",
-        "0.05",
+        "0.15",
         "--visibility-timeout",
         "3",
     ];
@@ -590,9 +614,7 @@ fn a_worker_killed_mid_job_leaves_the_job_to_the_next_worker() -> Result<()> {
     ensure!(!reports.exists(), "the killed worker delivered nothing");
     let mut second = Worker::start(emulator, &args, &[], dir.path().join("second.log"))?;
     second.exits_cleanly()?;
-    let report = parse_report(&std::fs::read(
-        reports.join("scan-k/i-0000000000000000a.json"),
-    )?)?;
+    let report = report_file(&reports.join("scan-k/i-0000000000000000a.json"), dir.path())?;
     ensure!(
         report.complete() && report.attempt >= 2,
         "attempt {}",
@@ -653,9 +675,7 @@ fn a_poison_job_ends_in_the_dead_letter_queue_with_its_reason() -> Result<()> {
         world.depth(&dlq)?,
         worker.log()
     );
-    let report = parse_report(&std::fs::read(
-        reports.join("scan-p/i-0000000000000000b.json"),
-    )?)?;
+    let report = report_file(&reports.join("scan-p/i-0000000000000000b.json"), dir.path())?;
     ensure!(!report.complete() && report.attempt == 2, "{report:?}");
     ensure!(
         report
@@ -953,9 +973,10 @@ fn attach_mode_reads_the_volume_found_by_its_serial_and_deletes_it() -> Result<(
         ("i-00000000000000a01", vec!["debian"]),
         ("i-00000000000000a02", vec!["alpine", "debian"]),
     ] {
-        let report = parse_report(&std::fs::read(
-            reports.join(format!("scan-a/{instance_id}.json")),
-        )?)?;
+        let report = report_file(
+            &reports.join(format!("scan-a/{instance_id}.json")),
+            dir.path(),
+        )?;
         ensure!(
             report.complete() && report.read_mode == "attach",
             "{:?}",
@@ -1060,19 +1081,17 @@ fn attach_mode_mounts_a_filesystem_it_does_not_parse_read_only() -> Result<()> {
     let (_guard, emulator) = exclusive()?;
     let world = World::new(emulator)?;
     let dir = workdir()?;
-    // A vfat volume (probed, not parsed in user space) holding an os-release.
-    let fat = dir.path().join("fat.img");
-    image::mkfs_vfat(&fat, 32 * MIB)?;
-    {
-        let mount = e2e::mount::LoopMount::new(&fat, &dir.path().join("fat-rw"), "rw")?;
-        tree::write(
-            &mount.path().join("etc/os-release"),
-            "ID=fatos\nNAME=\"FAT OS\"\n",
-        )?;
-        mount.unmount()?;
-    }
-    let snapshot = upload(emulator, &fat)?;
-    let device = LoopDevice::read_only(&fat)?;
+    // A squashfs volume (probed, not parsed in user space) holding an
+    // os-release.
+    let tree_root = dir.path().join("squash-root");
+    tree::write(
+        &tree_root.join("etc/os-release"),
+        "ID=squashos\nNAME=\"Squash OS\"\n",
+    )?;
+    let squash = dir.path().join("squash.img");
+    image::mksquashfs(&squash, &tree_root)?;
+    let snapshot = upload(emulator, &squash)?;
+    let device = LoopDevice::read_only(&squash)?;
     let ec2 = world.ec2();
     let instance = world.block_on(async {
         let answer = ec2
@@ -1121,12 +1140,10 @@ fn attach_mode_mounts_a_filesystem_it_does_not_parse_read_only() -> Result<()> {
     let linked = play_the_kernel(&world, &mut worker, &devices, |_| device.0.clone())?;
     worker.exits_cleanly()?;
     ensure!(linked.len() == 1, "{linked:?}");
-    let report = parse_report(&std::fs::read(
-        reports.join("scan-m/i-00000000000000b01.json"),
-    )?)?;
+    let report = report_file(&reports.join("scan-m/i-00000000000000b01.json"), dir.path())?;
     ensure!(report.complete(), "{:?}", report.reasons());
     ensure!(
-        os_ids(&report) == ["fatos"],
+        os_ids(&report) == ["squashos"],
         "{:?}\n{}",
         report,
         worker.log()

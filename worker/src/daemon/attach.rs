@@ -405,9 +405,18 @@ pub async fn cleanup(ctx: &Ctx, ec2: &aws_sdk_ec2::Client, volume: &str) -> Resu
         ctx.attached.remove(volume);
         return Ok(());
     };
-    if !current.attachments().is_empty() {
-        ec2.detach_volume()
-            .volume_id(volume)
+    // Detached from the instance it is attached to, named: a volume is
+    // only ever attached to this worker, and naming it keeps the call from
+    // touching anything else.
+    if let Some(attachment) = current.attachments().first() {
+        let instance = attachment
+            .instance_id()
+            .unwrap_or(ctx.config.instance_id.as_str());
+        let mut detach = ec2.detach_volume().volume_id(volume).instance_id(instance);
+        if let Some(device) = attachment.device() {
+            detach = detach.device(device);
+        }
+        detach
             .send()
             .await
             .map_err(|err| format!("detaching {volume}: {}", DisplayErrorContext(&err)))?;
