@@ -6,8 +6,11 @@ emulator's venv; endpoint and dummy credentials from the environment).
                                      direct APIs, zero blocks skipped), boot an
                                      instance from it, make the scan queue and
                                      its dead-letter queue; print them as JSON
-  demo-aws.py resources              count the scanner's resources and the
-                                     customer's (instances, volumes, snapshots)
+  demo-aws.py resources [--none-owned]
+                                     count the scanner's resources and the
+                                     customer's (instances, volumes, snapshots);
+                                     with --none-owned, exit 1 when any of the
+                                     scanner's is left
 
 What the fleet stands for is the customer's: nothing here carries the
 ownership tag, so the sweep at the end must leave all of it alone.
@@ -114,7 +117,7 @@ def owned(tags: list[dict] | None) -> bool:
     return any((t["Key"], t["Value"]) == OWNERSHIP for t in tags or [])
 
 
-def resources() -> None:
+def resources(none_owned: bool) -> None:
     ec2 = client("ec2")
     counts = {}
 
@@ -136,14 +139,16 @@ def resources() -> None:
     print(f"{'':12}{'scanner':>9}{'customer':>10}")
     for kind, c in counts.items():
         print(f"{kind:12}{c['scanner']:>9}{c['customer']:>10}")
-    print(json.dumps(counts), file=sys.stderr)
+    left = sum(c["scanner"] for c in counts.values())
+    if none_owned and left:
+        sys.exit(f"demo: {left} of the scanner's resources are left: {json.dumps(counts)}")
 
 
 def main() -> None:
     if len(sys.argv) >= 3 and sys.argv[1] == "fleet":
         fleet(sys.argv[2:])
-    elif sys.argv[1:] == ["resources"]:
-        resources()
+    elif sys.argv[1:2] == ["resources"] and sys.argv[2:] in ([], ["--none-owned"]):
+        resources(sys.argv[2:] == ["--none-owned"])
     else:
         sys.exit(__doc__)
 

@@ -49,6 +49,9 @@ struct ShowArgs {
     /// Report files (JSON).
     #[arg(required = true)]
     files: Vec<PathBuf>,
+    /// At most this many rows per package table (default: all).
+    #[arg(long, value_name = "N")]
+    packages: Option<usize>,
 }
 
 /// Largest report file `worker show` reads: a report of a few volumes with
@@ -312,7 +315,7 @@ fn run_show(args: &ShowArgs) -> ExitCode {
     let mut failed = false;
     let mut out = std::io::stdout().lock();
     for file in &args.files {
-        match show(file) {
+        match show(file, args.packages) {
             Ok(text) => {
                 if let Err(err) = out.write_all(text.as_bytes()) {
                     if err.kind() == std::io::ErrorKind::BrokenPipe {
@@ -337,7 +340,7 @@ fn run_show(args: &ShowArgs) -> ExitCode {
 
 /// One saved report as text: a job report (one table per snapshot under a
 /// heading naming the instance) or a scan report.
-fn show(file: &std::path::Path) -> anyhow::Result<String> {
+fn show(file: &std::path::Path, max_packages: Option<usize>) -> anyhow::Result<String> {
     use anyhow::Context;
     use std::io::Read;
     let mut bytes = Vec::new();
@@ -377,7 +380,9 @@ fn show(file: &std::path::Path) -> anyhow::Result<String> {
                     .unwrap_or_default()
             ));
             match (&snapshot.report, &snapshot.error) {
-                (Some(report), _) => text.push_str(&table::render(report)),
+                (Some(report), _) => {
+                    text.push_str(&table::render_with(report, max_packages));
+                }
                 (None, Some(error)) => text.push_str(&format!("error: {error}\n")),
                 (None, None) => text.push_str("not scanned\n"),
             }
@@ -385,7 +390,7 @@ fn show(file: &std::path::Path) -> anyhow::Result<String> {
         Ok(text)
     } else {
         let report: Report = serde_json::from_value(value).context("not a scan report")?;
-        Ok(table::render(&report))
+        Ok(table::render_with(&report, max_packages))
     }
 }
 
