@@ -38,7 +38,7 @@ enum Command {
     /// The worker daemon: take scan jobs from the SQS queue, deliver one
     /// report per job, scale in when idle. Configured by SSM parameters
     /// under --parameter-prefix; flags and WORKER_* variables override them.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print saved reports as tables: what `worker scan --format json` wrote,
     /// or the job reports `worker run` delivered (file:// or S3).
     Show(ShowArgs),
@@ -206,7 +206,7 @@ fn main() -> ExitCode {
         init_tracing(cli.verbose);
     }
     match cli.command {
-        Command::Run(args) => run_daemon(args),
+        Command::Run(args) => run_daemon(*args),
         Command::Scan(args) => run_scan(&args),
         Command::UploadImage(args) => match run_upload(&args) {
             Ok(()) => ExitCode::SUCCESS,
