@@ -96,6 +96,17 @@ impl Emulator {
             .map(drop)
     }
 
+    /// Delay every `service` call of `action` by `ms` milliseconds before it
+    /// reaches moto (`0` removes the delay), to slow a job down.
+    ///
+    /// # Errors
+    /// When the emulator refuses it.
+    pub fn set_latency(&self, service: &str, action: &str, ms: u64) -> Result<()> {
+        let body = serde_json::json!({"service": service, "action": action, "ms": ms});
+        self.control("POST", "/_emulator/latency", Some(&body))
+            .map(drop)
+    }
+
     /// Remove every pending fault.
     ///
     /// # Errors

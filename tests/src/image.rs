@@ -105,6 +105,29 @@ pub fn mkfs_vfat(image: &Path, size: u64) -> Result<()> {
     Ok(())
 }
 
+/// `mksquashfs TREE IMAGE` (no root, no mount), padded to a whole MiB so
+/// it uploads as whole snapshot blocks.
+///
+/// # Errors
+/// When mksquashfs fails or the image cannot be padded.
+pub fn mksquashfs(image: &Path, tree: &Path) -> Result<()> {
+    run(tool("mksquashfs")?.arg(tree).arg(image).args([
+        "-noappend",
+        "-quiet",
+        "-all-root",
+        "-no-progress",
+    ]))?;
+    let len = std::fs::metadata(image)
+        .with_context(|| format!("reading {}", image.display()))?
+        .len();
+    let padded = len.div_ceil(MIB).max(1) * MIB;
+    OpenOptions::new()
+        .write(true)
+        .open(image)
+        .and_then(|file| file.set_len(padded))
+        .with_context(|| format!("padding {} to {padded}", image.display()))
+}
+
 /// `mkswap` on a new sparse file of `size` bytes.
 ///
 /// # Errors

@@ -18,6 +18,7 @@ pub mod corrupt;
 pub mod emulator;
 pub mod image;
 pub mod mount;
+pub mod receiver;
 pub mod run;
 pub mod tools;
 pub mod tree;

@@ -22,6 +22,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("rpm", "rpm"),
     ("rpmbuild", "rpm"),
     ("xfs_io", "xfsprogs"),
+    ("mksquashfs", "squashfs-tools"),
     ("dpkg-query", "dpkg"),
     ("mkswap", "util-linux"),
     ("blkid", "util-linux"),

@@ -10,6 +10,8 @@
 mod cli;
 #[path = "e2e/cyclonedx.rs"]
 mod cyclonedx;
+#[path = "e2e/daemon.rs"]
+mod daemon;
 #[path = "e2e/ebs.rs"]
 mod ebs;
 #[path = "e2e/fs_shapes.rs"]

@@ -4,10 +4,11 @@
 //!
 //! Data flows one way, and the modules follow it:
 //! [`block`] → [`partition`] → [`fs`] → [`detect`] → [`report`], tied
-//! together by [`scan()`].
+//! together by [`scan()`]. [`daemon`] is `worker run`: scan jobs from SQS.
 #![deny(missing_docs)]
 
 pub mod block;
+pub mod daemon;
 pub mod detect;
 pub mod fs;
 pub mod partition;
@@ -17,5 +18,6 @@ pub mod upload;
 pub mod walk;
 
 pub use scan::{
-    DEFAULT_MAX_FILE_SIZE, Region, ScanError, ScanOptions, ScanProgress, regions, scan,
+    DEFAULT_MAX_FILE_SIZE, Region, ScanError, ScanOptions, ScanProgress, detect_mounted, regions,
+    scan,
 };

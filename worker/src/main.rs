@@ -1,11 +1,12 @@
 //! The `worker` binary: `worker scan TARGET...` scans disk images or block
-//! devices from a shell. Thin: parsing arguments, logging and output only;
+//! devices from a shell; `worker run` is the SQS daemon (`worker::daemon`). Thin: parsing arguments, logging and output only;
 //! the pipeline lives in the library.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -34,6 +35,83 @@ enum Command {
     /// Upload a disk image as an EBS snapshot (EBS direct APIs; zero blocks
     /// skipped) and print its id as JSON.
     UploadImage(UploadArgs),
+    /// The worker daemon: take scan jobs from the SQS queue, deliver one
+    /// report per job, scale in when idle. Configured by SSM parameters
+    /// under --parameter-prefix; flags and WORKER_* variables override them.
+    Run(Box<RunArgs>),
+    /// Print saved reports as tables: what `worker scan --format json` wrote,
+    /// or the job reports `worker run` delivered (file:// or S3).
+    Show(ShowArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ShowArgs {
+    /// Report files (JSON).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// At most this many rows per package table (default: all).
+    #[arg(long, value_name = "N")]
+    packages: Option<usize>,
+}
+
+/// Largest report file `worker show` reads: a report of a few volumes with
+/// thousands of packages is a few MiB.
+const MAX_REPORT_FILE: u64 = 64 << 20;
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// SSM parameter prefix the settings are read under.
+    #[arg(long, env = "WORKER_PARAMETER_PREFIX", default_value = scanner_contract::DEFAULT_PARAMETER_PREFIX)]
+    parameter_prefix: String,
+    /// The scan queue's URL (SSM: queue-url).
+    #[arg(long, env = "WORKER_QUEUE_URL")]
+    queue_url: Option<String>,
+    /// Where reports go: https://…, s3://bucket/prefix or file:///dir (SSM: report-destination).
+    #[arg(long, env = "WORKER_REPORT_DESTINATION")]
+    report_destination: Option<String>,
+    /// Sent as a bearer token with HTTPS reports (SSM: service-credential,
+    /// a SecureString). Prefer the environment: flags show in `ps`.
+    #[arg(long, env = "WORKER_SERVICE_CREDENTIAL", hide_env_values = true)]
+    service_credential: Option<String>,
+    /// `direct` (EBS direct APIs) or `attach` (SSM: read-mode).
+    #[arg(long, env = "WORKER_READ_MODE")]
+    read_mode: Option<String>,
+    /// Jobs at once (SSM: concurrency; default: by CPUs and memory).
+    #[arg(long, env = "WORKER_CONCURRENCY")]
+    concurrency: Option<String>,
+    /// Minutes without a job before scaling in; 0 never (SSM: idle-minutes; default 10).
+    #[arg(long, env = "WORKER_IDLE_MINUTES")]
+    idle_minutes: Option<String>,
+    /// The ownership tag as KEY=VALUE (SSM: ownership-tag; default "Created By=Mondoo").
+    #[arg(long, env = "WORKER_OWNERSHIP_TAG")]
+    ownership_tag: Option<String>,
+    /// This instance's id (default: instance metadata, IMDSv2).
+    #[arg(long, env = "WORKER_INSTANCE_ID")]
+    instance_id: Option<String>,
+    /// This instance's Availability Zone (default: instance metadata).
+    #[arg(long, env = "WORKER_AVAILABILITY_ZONE")]
+    availability_zone: Option<String>,
+    /// AWS region of the queue and parameters (default: AWS_REGION, then the instance's).
+    #[arg(long, env = "AWS_REGION")]
+    region: Option<String>,
+    /// Where attached volumes' device links are found (attach mode).
+    #[arg(long, env = "WORKER_DEVICE_DIR", default_value = "/dev/disk/by-id")]
+    device_dir: PathBuf,
+    /// Visibility timeout of a taken message in seconds; the heartbeat renews it every third.
+    #[arg(long, env = "WORKER_VISIBILITY_TIMEOUT", default_value_t = 300, value_parser = clap::value_parser!(u64).range(3..=43_200))]
+    visibility_timeout: u64,
+    /// SQS long-poll wait in seconds.
+    #[arg(long, env = "WORKER_POLL_SECONDS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=20))]
+    poll_seconds: u64,
+    /// A failed job's message returns after this many seconds.
+    #[arg(long, env = "WORKER_RETRY_DELAY", default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=43_200))]
+    retry_delay: u64,
+    /// How long a job waits for its snapshots to complete, in seconds.
+    #[arg(long, env = "WORKER_SNAPSHOT_WAIT", default_value_t = 7200)]
+    snapshot_wait: u64,
+    /// Seconds between snapshot state checks while waiting.
+    #[arg(long, env = "WORKER_SNAPSHOT_POLL", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    snapshot_poll: u64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -122,8 +200,13 @@ fn main() -> ExitCode {
             };
         }
     };
-    init_tracing(cli.verbose);
+    if matches!(cli.command, Command::Run(_)) {
+        init_daemon_tracing(cli.verbose);
+    } else {
+        init_tracing(cli.verbose);
+    }
     match cli.command {
+        Command::Run(args) => run_daemon(*args),
         Command::Scan(args) => run_scan(&args),
         Command::UploadImage(args) => match run_upload(&args) {
             Ok(()) => ExitCode::SUCCESS,
@@ -132,6 +215,7 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Show(args) => run_show(&args),
         Command::Walk(args) => match run_walk(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
@@ -155,6 +239,159 @@ fn init_tracing(verbose: u8) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// The daemon logs at info by default, as JSON when stderr is not a
+/// terminal (journald → CloudWatch), with the span fields (job, instance,
+/// snapshot) on every event.
+fn init_daemon_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.init();
+    } else {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .flatten_event(true)
+            .init();
+    }
+}
+
+fn run_daemon(args: RunArgs) -> ExitCode {
+    let startup = worker::daemon::Startup {
+        parameter_prefix: args.parameter_prefix,
+        overrides: worker::daemon::config::Overrides {
+            queue_url: args.queue_url,
+            report_destination: args.report_destination,
+            service_credential: args.service_credential,
+            read_mode: args.read_mode,
+            concurrency: args.concurrency,
+            idle_minutes: args.idle_minutes,
+            ownership_tag: args.ownership_tag,
+        },
+        instance_id: args.instance_id,
+        availability_zone: args.availability_zone,
+        region: args.region,
+        device_dir: args.device_dir,
+        timing: worker::daemon::config::Timing {
+            visibility: Duration::from_secs(args.visibility_timeout),
+            poll: Duration::from_secs(args.poll_seconds),
+            retry_delay: Duration::from_secs(args.retry_delay),
+            snapshot_wait: Duration::from_secs(args.snapshot_wait),
+            snapshot_poll: Duration::from_secs(args.snapshot_poll),
+        },
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: starting the async runtime: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(worker::daemon::run(startup)) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %err, "the worker daemon cannot run");
+            eprintln!("error: {err}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run_show(args: &ShowArgs) -> ExitCode {
+    let mut failed = false;
+    let mut out = std::io::stdout().lock();
+    for file in &args.files {
+        match show(file, args.packages) {
+            Ok(text) => {
+                if let Err(err) = out.write_all(text.as_bytes()) {
+                    if err.kind() == std::io::ErrorKind::BrokenPipe {
+                        return ExitCode::SUCCESS;
+                    }
+                    eprintln!("error: writing the table: {err}");
+                    return ExitCode::from(1);
+                }
+            }
+            Err(err) => {
+                eprintln!("error: {}: {err:#}", file.display());
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// One saved report as text: a job report (one table per snapshot under a
+/// heading naming the instance) or a scan report.
+fn show(file: &std::path::Path, max_packages: Option<usize>) -> anyhow::Result<String> {
+    use anyhow::Context;
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)
+        .context("opening the report")?
+        .take(MAX_REPORT_FILE + 1)
+        .read_to_end(&mut bytes)
+        .context("reading the report")?;
+    if bytes.len() as u64 > MAX_REPORT_FILE {
+        anyhow::bail!("larger than {} MiB: not a report", MAX_REPORT_FILE >> 20);
+    }
+    let value: serde_json::Value = serde_json::from_slice(&bytes).context("not JSON")?;
+    if value.get("snapshots").is_some() && value.get("instance_id").is_some() {
+        let job: worker::daemon::job::JobReport =
+            serde_json::from_value(value).context("not a job report")?;
+        let mut text = format!(
+            "instance {} ({}), scan {}, read by {} ({}, attempt {})\n",
+            job.instance_id,
+            job.region,
+            job.scan_id,
+            job.worker_instance_id,
+            job.read_mode,
+            job.attempt
+        );
+        for error in &job.errors {
+            text.push_str(&format!("error: {error}\n"));
+        }
+        for snapshot in &job.snapshots {
+            text.push_str(&format!(
+                "\nsnapshot {} of {}{}\n",
+                snapshot.snapshot_id,
+                snapshot.volume_id,
+                snapshot
+                    .device_name
+                    .as_deref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default()
+            ));
+            match (&snapshot.report, &snapshot.error) {
+                (Some(report), _) => {
+                    text.push_str(&table::render_with(report, max_packages));
+                }
+                (None, Some(error)) => text.push_str(&format!("error: {error}\n")),
+                (None, None) => text.push_str("not scanned\n"),
+            }
+        }
+        Ok(text)
+    } else {
+        let report: Report = serde_json::from_value(value).context("not a scan report")?;
+        Ok(table::render_with(&report, max_packages))
+    }
 }
 
 fn run_scan(args: &ScanArgs) -> ExitCode {

@@ -318,6 +318,45 @@ fn scan_volume(
     report
 }
 
+/// Run every detector, one after another, on a filesystem the kernel
+/// mounted (the attach mode's fallback for filesystems not parsed in user
+/// space, whose host-directory reader need not be `Sync`). `where_` names
+/// the volume in errors. Returns the OS, the packages (sorted) and the
+/// errors, as [`scan()`] puts them in a volume's report.
+pub fn detect_mounted(
+    fs: &dyn fs::Filesystem,
+    where_: &str,
+    options: &ScanOptions,
+) -> (
+    Option<crate::detect::OsInfo>,
+    Vec<crate::detect::Package>,
+    Vec<String>,
+) {
+    let mut os = None;
+    let mut packages = Vec::new();
+    let mut errors = Vec::new();
+    let capped = fs::Capped::new(fs, options.max_file_size);
+    for detector in DETECTORS {
+        match detector.detect(&capped) {
+            Ok(findings) => {
+                if os.is_none() {
+                    os = findings.os;
+                }
+                packages.extend(findings.packages);
+                errors.extend(
+                    findings
+                        .errors
+                        .into_iter()
+                        .map(|e| format!("{where_}: {}: {e}", detector.name())),
+                );
+            }
+            Err(err) => errors.push(format!("{where_}: {}: {err}", detector.name())),
+        }
+    }
+    packages.sort();
+    (os, packages, errors)
+}
+
 /// Tell an all-zero region (never written) from unknown content.
 fn classify_unknown(region: &dyn BlockSource) -> (SkipReason, String) {
     const LOOK: u64 = 1024 * 1024;

@@ -167,3 +167,59 @@ fn table_format_prints_a_table_for_people() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn show_prints_a_saved_report_as_tables_with_at_most_n_packages() -> Result<()> {
+    let dir = workdir()?;
+    let root = dir.path().join("root");
+    tree::debian_root(&root)?;
+    let img = image::bare_ext4(dir.path(), "debian.img", &root, 64 * MIB)?;
+    let saved = dir.path().join("report.json");
+    let outcome = run_worker([
+        "scan".as_ref(),
+        img.as_os_str(),
+        "--format".as_ref(),
+        "json".as_ref(),
+        "--output".as_ref(),
+        saved.as_os_str(),
+    ])?;
+    ensure!(outcome.code == Some(0), "{}", outcome.summary());
+    let installed = truth::dpkg_query(&root.join("var/lib/dpkg"))?;
+    ensure!(
+        installed.len() > 3,
+        "the tree has {} packages",
+        installed.len()
+    );
+
+    let all = run_worker(["show".as_ref(), saved.as_os_str()])?;
+    ensure!(all.code == Some(0), "{}", all.summary());
+    for (name, version, _) in &installed {
+        ensure!(
+            all.stdout
+                .lines()
+                .any(|line| line.contains(&format!(" {name} ")) && line.contains(version.as_str())),
+            "{name} {version} is not in the table:\n{}",
+            all.stdout
+        );
+    }
+    let few = run_worker([
+        "show".as_ref(),
+        "--packages".as_ref(),
+        "2".as_ref(),
+        saved.as_os_str(),
+    ])?;
+    ensure!(few.code == Some(0), "{}", few.summary());
+    let more = format!("… and {} more", installed.len() - 2);
+    ensure!(few.stdout.contains(&more), "no {more:?}:\n{}", few.stdout);
+
+    // Not a report: exit 1 naming the file, and nothing half-printed.
+    let junk = dir.path().join("junk.json");
+    std::fs::write(&junk, b"{\"hello\": 1}")?;
+    let bad = run_worker(["show".as_ref(), junk.as_os_str()])?;
+    ensure!(
+        bad.code == Some(1) && bad.stderr.contains("junk.json") && !bad.panicked(),
+        "{}",
+        bad.summary()
+    );
+    Ok(())
+}

@@ -21,7 +21,7 @@ use worker::report::{Report, SkipReason};
 
 static EMULATOR_LOCK: Mutex<()> = Mutex::new(());
 
-fn exclusive() -> Result<(MutexGuard<'static, ()>, &'static Emulator)> {
+pub(crate) fn exclusive() -> Result<(MutexGuard<'static, ()>, &'static Emulator)> {
     let guard = EMULATOR_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
     let emulator = emulator()?;
     emulator.clear_faults()?;
@@ -29,7 +29,7 @@ fn exclusive() -> Result<(MutexGuard<'static, ()>, &'static Emulator)> {
 }
 
 /// `worker upload-image IMAGE`: the new snapshot's id.
-fn upload(emulator: &Emulator, image: &Path) -> Result<String> {
+pub(crate) fn upload(emulator: &Emulator, image: &Path) -> Result<String> {
     let outcome = Run::new([std::ffi::OsStr::new("upload-image"), image.as_os_str()])
         .envs(emulator.env())
         .run()?;

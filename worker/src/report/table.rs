@@ -7,6 +7,12 @@ use super::Report;
 /// Render `report` as text: a line for the target, a table of volumes, and a
 /// table of packages per volume that has any.
 pub fn render(report: &Report) -> String {
+    render_with(report, None)
+}
+
+/// [`render`], with at most `max_packages` rows per package table (the
+/// rest counted in a line below it) when given.
+pub fn render_with(report: &Report, max_packages: Option<usize>) -> String {
     let mut out = format!(
         "{}: {} volume(s), {} bytes read in {} ms\n",
         report.target,
@@ -73,7 +79,8 @@ pub fn render(report: &Report) -> String {
         packages
             .load_preset(UTF8_FULL_CONDENSED)
             .set_header(["package", "version", "arch", "format"]);
-        for package in &volume.packages {
+        let shown = max_packages.unwrap_or(usize::MAX);
+        for package in volume.packages.iter().take(shown) {
             packages.add_row([
                 package.name.as_str(),
                 package.version.as_str(),
@@ -82,6 +89,9 @@ pub fn render(report: &Report) -> String {
             ]);
         }
         out.push_str(&format!("\nvolume {} packages:\n{packages}\n", index + 1));
+        if let Some(more) = volume.packages.len().checked_sub(shown).filter(|n| *n > 0) {
+            out.push_str(&format!("… and {more} more\n"));
+        }
     }
     out
 }
