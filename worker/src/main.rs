@@ -72,7 +72,7 @@ struct RunArgs {
     /// Sent as a bearer token with HTTPS reports (SSM: service-credential,
     /// a SecureString). Prefer the environment: flags show in `ps`.
     #[arg(long, env = "WORKER_SERVICE_CREDENTIAL", hide_env_values = true)]
-    service_credential: Option<String>,
+    service_credential: Option<worker::daemon::config::Secret>,
     /// `direct` (EBS direct APIs) or `attach` (SSM: read-mode).
     #[arg(long, env = "WORKER_READ_MODE")]
     read_mode: Option<String>,

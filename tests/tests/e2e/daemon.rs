@@ -233,6 +233,27 @@ impl World {
         Ok(())
     }
 
+    /// An instance for the worker to attach volumes to: its own.
+    fn worker_instance(&self) -> Result<String> {
+        let ec2 = self.ec2();
+        self.block_on(async {
+            let answer = ec2
+                .run_instances()
+                .image_id("ami-12345678")
+                .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+                .min_count(1)
+                .max_count(1)
+                .send()
+                .await?;
+            answer
+                .instances()
+                .first()
+                .and_then(|i| i.instance_id())
+                .map(str::to_string)
+                .context("an instance")
+        })
+    }
+
     fn latency(&self, ms: u64) -> Result<()> {
         self.emulator.set_latency("ebs", "GetSnapshotBlock", ms)
     }
@@ -913,23 +934,7 @@ fn attach_mode_reads_the_volume_found_by_its_serial_and_deletes_it() -> Result<(
         "no owned volume before: {owned_volumes_before:?}"
     );
     // The worker's own instance: volumes are attached to it.
-    let ec2 = world.ec2();
-    let instance = world.block_on(async {
-        let answer = ec2
-            .run_instances()
-            .image_id("ami-12345678")
-            .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
-            .min_count(1)
-            .max_count(1)
-            .send()
-            .await?;
-        answer
-            .instances()
-            .first()
-            .and_then(|i| i.instance_id())
-            .map(str::to_string)
-            .context("an instance")
-    })?;
+    let instance = world.worker_instance()?;
     let (queue, _) = world.queue(None)?;
     world.enqueue(
         &queue,
@@ -1092,23 +1097,7 @@ fn attach_mode_mounts_a_filesystem_it_does_not_parse_read_only() -> Result<()> {
     image::mksquashfs(&squash, &tree_root)?;
     let snapshot = upload(emulator, &squash)?;
     let device = LoopDevice::read_only(&squash)?;
-    let ec2 = world.ec2();
-    let instance = world.block_on(async {
-        let answer = ec2
-            .run_instances()
-            .image_id("ami-12345678")
-            .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
-            .min_count(1)
-            .max_count(1)
-            .send()
-            .await?;
-        answer
-            .instances()
-            .first()
-            .and_then(|i| i.instance_id())
-            .map(str::to_string)
-            .context("an instance")
-    })?;
+    let instance = world.worker_instance()?;
     let (queue, _) = world.queue(None)?;
     world.enqueue(
         &queue,

@@ -266,7 +266,10 @@ async fn create(ctx: &Ctx, ec2: &aws_sdk_ec2::Client, snapshot: &str) -> Result<
         .tag_specifications(
             TagSpecification::builder()
                 .resource_type(ResourceType::Volume)
-                .tags(tag(&ctx.config.ownership.key, &ctx.config.ownership.value))
+                .tags(tag(
+                    &ctx.config.settings.ownership.key,
+                    &ctx.config.settings.ownership.value,
+                ))
                 .tags(tag("Mondoo:Snapshot", snapshot))
                 .tags(tag("Mondoo:Worker", &ctx.config.instance_id))
                 .build(),
@@ -431,6 +434,7 @@ pub async fn cleanup(ctx: &Ctx, ec2: &aws_sdk_ec2::Client, volume: &str) -> Resu
         .map_err(|err| format!("describing {volume}: {}", DisplayErrorContext(&err)))?;
     let owned = tags.volumes().first().is_some_and(|v| {
         ctx.config
+            .settings
             .ownership
             .is_owned(v.tags().iter().filter_map(|t| Some((t.key()?, t.value()?))))
     });
@@ -438,7 +442,7 @@ pub async fn cleanup(ctx: &Ctx, ec2: &aws_sdk_ec2::Client, volume: &str) -> Resu
         ctx.attached.remove(volume);
         return Err(format!(
             "{volume} does not carry the ownership tag {}={}: not deleting it",
-            ctx.config.ownership.key, ctx.config.ownership.value
+            ctx.config.settings.ownership.key, ctx.config.settings.ownership.value
         ));
     }
     ec2.delete_volume()

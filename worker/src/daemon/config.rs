@@ -45,6 +45,38 @@ impl ReadMode {
     }
 }
 
+/// A value that is never printed: the service credential. `Debug` shows
+/// `<redacted>`, so every struct holding one can derive `Debug` safely;
+/// [`Secret::expose`] is the one way to the text.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap `value`.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The text, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        Ok(Self::new(value))
+    }
+}
+
 /// Values given on the command line or in `WORKER_*` variables; `None`
 /// falls back to SSM, then to the default.
 #[derive(Debug, Clone, Default)]
@@ -54,7 +86,7 @@ pub struct Overrides {
     /// Where reports go.
     pub report_destination: Option<String>,
     /// The credential reports are sent with.
-    pub service_credential: Option<String>,
+    pub service_credential: Option<Secret>,
     /// `direct` or `attach`.
     pub read_mode: Option<String>,
     /// Jobs at once.
@@ -66,51 +98,20 @@ pub struct Overrides {
 }
 
 /// Everything the daemon runs with.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Config {
-    /// The scan queue.
-    pub queue_url: String,
-    /// Where reports go.
-    pub destination: Destination,
-    /// Sent with HTTPS reports; never logged (see the `Debug` impl).
-    pub service_credential: Option<String>,
-    /// How snapshots are read.
-    pub read_mode: ReadMode,
-    /// Jobs at once.
-    pub concurrency: usize,
-    /// No job for this long: scale in (`None`: never).
-    pub idle: Option<Duration>,
-    /// The tag on everything the worker creates, checked before it deletes.
-    pub ownership: OwnershipTag,
+    /// What flags, SSM and the defaults resolved to.
+    pub settings: Settings,
     /// The SSM names (the pause is read from them before every intake).
     pub parameters: ParameterNames,
     /// Tuning that has no SSM parameter.
     pub timing: Timing,
-    /// This instance and its Availability Zone.
+    /// This instance.
     pub instance_id: String,
     /// This instance's Availability Zone (attached volumes are created in it).
     pub availability_zone: String,
     /// Where attached volumes' device links are looked for (`/dev/disk/by-id`).
     pub device_dir: PathBuf,
-}
-
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("queue_url", &self.queue_url)
-            .field("destination", &self.destination)
-            .field(
-                "service_credential",
-                &self.service_credential.as_ref().map(|_| "<redacted>"),
-            )
-            .field("read_mode", &self.read_mode)
-            .field("concurrency", &self.concurrency)
-            .field("idle", &self.idle)
-            .field("ownership", &self.ownership)
-            .field("instance_id", &self.instance_id)
-            .field("availability_zone", &self.availability_zone)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Timeouts and intervals of the job loop, flags only.
@@ -249,8 +250,8 @@ pub struct Settings {
     pub queue_url: String,
     /// Where reports go.
     pub destination: Destination,
-    /// The HTTPS credential.
-    pub service_credential: Option<String>,
+    /// The HTTPS credential (never printed).
+    pub service_credential: Option<Secret>,
     /// How snapshots are read.
     pub read_mode: ReadMode,
     /// Jobs at once.
@@ -294,7 +295,11 @@ pub fn resolve(
             }
         })?;
     let destination = Destination::parse(&destination)?;
-    let service_credential = pick(&overrides.service_credential, names.service_credential());
+    let service_credential = overrides
+        .service_credential
+        .clone()
+        .or_else(|| parameters.get(&names.service_credential()).map(Secret::new))
+        .filter(|secret| !secret.expose().trim().is_empty());
     let read_mode = pick(&overrides.read_mode, names.read_mode())
         .map_or(Ok(ReadMode::Direct), |value| ReadMode::parse(&value))?;
     let concurrency = match pick(&overrides.concurrency, names.concurrency()) {
@@ -393,6 +398,51 @@ mod tests {
             settings.idle,
             Some(Duration::from_secs(DEFAULT_IDLE_MINUTES * 60))
         );
+    }
+
+    #[test]
+    fn the_credential_from_ssm_or_a_flag_is_never_printed() {
+        let names = ParameterNames::default();
+        let parameters = params(&[
+            ("/mondoo/scanner/queue-url", "https://sqs/q"),
+            (
+                "/mondoo/scanner/report-destination",
+                "https://example.com/r",
+            ),
+            ("/mondoo/scanner/service-credential", "from-ssm-token"),
+        ]);
+        let settings = resolve(&Overrides::default(), &parameters, &names).expect("resolves");
+        assert_eq!(
+            settings.service_credential.as_ref().map(Secret::expose),
+            Some("from-ssm-token")
+        );
+        let flag = Overrides {
+            service_credential: Some(Secret::new("from-flag-token")),
+            ..Overrides::default()
+        };
+        let overridden = resolve(&flag, &parameters, &names).expect("resolves");
+        assert_eq!(
+            overridden.service_credential.as_ref().map(Secret::expose),
+            Some("from-flag-token")
+        );
+        let config = Config {
+            settings,
+            parameters: names,
+            timing: Timing::default(),
+            instance_id: "i-1".into(),
+            availability_zone: "us-east-1a".into(),
+            device_dir: PathBuf::from("/dev/disk/by-id"),
+        };
+        for printed in [
+            format!("{config:?}"),
+            format!("{overridden:?}"),
+            format!("{flag:?}"),
+        ] {
+            assert!(
+                !printed.contains("token") && printed.contains("<redacted>"),
+                "{printed}"
+            );
+        }
     }
 
     #[test]

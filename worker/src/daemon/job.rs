@@ -94,7 +94,7 @@ pub async fn execute(ctx: &Ctx, job: &ScanJob, attempt: u32) -> JobReport {
         region: job.region.clone(),
         job_created_at: job.created_at.clone(),
         worker_instance_id: ctx.config.instance_id.clone(),
-        read_mode: match ctx.config.read_mode {
+        read_mode: match ctx.config.settings.read_mode {
             ReadMode::Direct => "direct",
             ReadMode::Attach => "attach",
         }
@@ -208,7 +208,7 @@ async fn scan_snapshot(
     job: &ScanJob,
     snapshot: &JobSnapshot,
 ) -> Result<Report, String> {
-    match ctx.config.read_mode {
+    match ctx.config.settings.read_mode {
         ReadMode::Direct => {
             let id = snapshot.snapshot_id.clone();
             let region = job.region.clone();

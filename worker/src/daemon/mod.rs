@@ -151,13 +151,7 @@ pub async fn run(startup: Startup) -> Result<Exit, DaemonError> {
     let (instance_id, availability_zone) =
         identity(startup.instance_id, startup.availability_zone).await?;
     let config = Config {
-        queue_url: settings.queue_url,
-        destination: settings.destination,
-        service_credential: settings.service_credential,
-        read_mode: settings.read_mode,
-        concurrency: settings.concurrency,
-        idle: settings.idle,
-        ownership: settings.ownership,
+        settings,
         parameters: names,
         timing: startup.timing,
         instance_id,
@@ -165,16 +159,16 @@ pub async fn run(startup: Startup) -> Result<Exit, DaemonError> {
         device_dir: startup.device_dir,
     };
     let sink = Sink::new(
-        config.destination.clone(),
-        config.service_credential.clone(),
+        config.settings.destination.clone(),
+        config.settings.service_credential.clone(),
         &sdk,
     )?;
     tracing::info!(
-        queue = %config.queue_url,
-        destination = ?config.destination,
-        read_mode = ?config.read_mode,
-        concurrency = config.concurrency,
-        idle = ?config.idle,
+        queue = %config.settings.queue_url,
+        destination = ?config.settings.destination,
+        read_mode = ?config.settings.read_mode,
+        concurrency = config.settings.concurrency,
+        idle = ?config.settings.idle,
         "worker daemon starting"
     );
     let fleet = fleet::Fleet::discover(

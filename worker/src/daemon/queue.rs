@@ -59,13 +59,14 @@ pub async fn run(ctx: Arc<Ctx>, fleet: &Fleet, mut shutdown: watch::Receiver<boo
         if jobs.is_empty()
             && ctx
                 .config
+                .settings
                 .idle
                 .is_some_and(|idle| last_activity.elapsed() >= idle)
         {
-            tracing::info!(idle = ?ctx.config.idle, "no job for the idle time");
+            tracing::info!(idle = ?ctx.config.settings.idle, "no job for the idle time");
             break Exit::Idle;
         }
-        if jobs.len() >= ctx.config.concurrency {
+        if jobs.len() >= ctx.config.settings.concurrency {
             tokio::select! {
                 _ = jobs.join_next() => {}
                 _ = shutdown.changed() => {}
@@ -86,6 +87,7 @@ pub async fn run(ctx: Arc<Ctx>, fleet: &Fleet, mut shutdown: watch::Receiver<boo
         }
         let room = ctx
             .config
+            .settings
             .concurrency
             .saturating_sub(jobs.len())
             .min(MAX_BATCH);
@@ -168,7 +170,7 @@ async fn max_receive_count(ctx: &Ctx) -> Option<u32> {
     let answer = ctx
         .sqs
         .get_queue_attributes()
-        .queue_url(&ctx.config.queue_url)
+        .queue_url(&ctx.config.settings.queue_url)
         .attribute_names(QueueAttributeName::RedrivePolicy)
         .send()
         .await;
@@ -178,7 +180,7 @@ async fn max_receive_count(ctx: &Ctx) -> Option<u32> {
             .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy))
             .cloned(),
         Err(err) => {
-            tracing::warn!(queue = %ctx.config.queue_url, error = %DisplayErrorContext(&err), "reading the queue's redrive policy failed");
+            tracing::warn!(queue = %ctx.config.settings.queue_url, error = %DisplayErrorContext(&err), "reading the queue's redrive policy failed");
             None
         }
     }?;
@@ -195,7 +197,7 @@ async fn receive(ctx: &Ctx, room: usize) -> Result<Vec<Message>, String> {
     let answer = ctx
         .sqs
         .receive_message()
-        .queue_url(&ctx.config.queue_url)
+        .queue_url(&ctx.config.settings.queue_url)
         .max_number_of_messages(i32::try_from(room.max(1)).unwrap_or(1))
         .wait_time_seconds(seconds(ctx.config.timing.poll.min(MAX_POLL)))
         .visibility_timeout(visibility)
@@ -330,7 +332,7 @@ async fn heartbeat(ctx: Arc<Ctx>, receipt: String) {
         match ctx
             .sqs
             .change_message_visibility()
-            .queue_url(&ctx.config.queue_url)
+            .queue_url(&ctx.config.settings.queue_url)
             .receipt_handle(&receipt)
             .visibility_timeout(seconds(visibility))
             .send()
@@ -348,7 +350,7 @@ async fn release(ctx: &Ctx, receipt: &str, delay: Duration) {
     if let Err(err) = ctx
         .sqs
         .change_message_visibility()
-        .queue_url(&ctx.config.queue_url)
+        .queue_url(&ctx.config.settings.queue_url)
         .receipt_handle(receipt)
         .visibility_timeout(seconds(delay))
         .send()
@@ -362,7 +364,7 @@ async fn delete(ctx: &Ctx, receipt: &str) {
     match ctx
         .sqs
         .delete_message()
-        .queue_url(&ctx.config.queue_url)
+        .queue_url(&ctx.config.settings.queue_url)
         .receipt_handle(receipt)
         .send()
         .await

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use aws_sdk_s3::error::DisplayErrorContext;
 
-use super::config::ConfigError;
+use super::config::{ConfigError, Secret};
 
 /// Where reports go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,7 +115,7 @@ const HTTPS_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone)]
 pub struct Sink {
     destination: Destination,
-    credential: Option<String>,
+    credential: Option<Secret>,
     http: reqwest::Client,
     s3: aws_sdk_s3::Client,
 }
@@ -127,7 +127,7 @@ impl Sink {
     /// When the HTTP client cannot be built (no TLS roots).
     pub fn new(
         destination: Destination,
-        credential: Option<String>,
+        credential: Option<Secret>,
         sdk: &aws_config::SdkConfig,
     ) -> Result<Self, DeliveryError> {
         let http = reqwest::Client::builder()
@@ -201,7 +201,7 @@ impl Sink {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body.clone());
             if let Some(credential) = &self.credential {
-                request = request.bearer_auth(credential);
+                request = request.bearer_auth(credential.expose());
             }
             // Errors are described without the request (its headers hold
             // the credential): the status, or reqwest's error without URL.
@@ -320,7 +320,7 @@ mod tests {
             .build();
         let sink = Sink::new(
             Destination::Https("https://127.0.0.1:9/reports".into()),
-            Some("secret".into()),
+            Some(Secret::new("secret")),
             &sdk,
         )
         .expect("the client builds");
