@@ -48,8 +48,6 @@ use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use aws_sdk_ec2::types::Filter;
-
 use crate::calls::ApiCalls;
 use crate::ctx::Ctx;
 use crate::error::ApiError;
@@ -506,10 +504,7 @@ async fn still_owned(ctx: &Ctx, failed: &HashMap<&str, &str>) -> Vec<String> {
     let mut left = Vec::new();
     for region in regions {
         let ec2 = ctx.ec2(&region, &calls);
-        let tag_filter = Filter::builder()
-            .name(format!("tag:{}", ownership.key))
-            .values(&ownership.value)
-            .build();
+        let tag_filter = crate::tags::owned_filter(&ownership);
         let why = |id: &str, state: &str| {
             failed
                 .get(id)

@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::types::{
-    Filter, InstanceSpecification, ResourceType, SnapshotState, Tag, TagSpecification,
+    InstanceSpecification, ResourceType, SnapshotState, Tag, TagSpecification,
 };
 use scanner_contract::{JobSnapshot, OwnershipTag, TAG_INSTANCE, TAG_SCAN_ID, TAG_VOLUME};
 
@@ -100,12 +100,7 @@ pub async fn reusable(
     let mut pages = ec2
         .describe_snapshots()
         .owner_ids("self")
-        .filters(
-            Filter::builder()
-                .name(format!("tag:{}", ownership.key))
-                .values(&ownership.value)
-                .build(),
-        )
+        .filters(crate::tags::owned_filter(ownership))
         .max_results(PAGE_SIZE)
         .into_paginator()
         .send();

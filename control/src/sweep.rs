@@ -284,10 +284,7 @@ async fn sweep_region(
         summary.error = Some(error.to_string());
         Some(error)
     };
-    let tag_filter = Filter::builder()
-        .name(format!("tag:{}", ownership.key))
-        .values(&ownership.value)
-        .build();
+    let tag_filter = crate::tags::owned_filter(ownership);
 
     // Instances first: a terminated worker frees its volumes for the next
     // sweep.
