@@ -504,7 +504,7 @@ async fn still_owned(ctx: &Ctx, failed: &HashMap<&str, &str>) -> Vec<String> {
     let mut left = Vec::new();
     for region in regions {
         let ec2 = ctx.ec2(&region, &calls);
-        let tag_filter = crate::tags::owned_filter(&ownership);
+        let tag_filter = crate::tags::owned_filter(ownership);
         let why = |id: &str, state: &str| {
             failed
                 .get(id)
