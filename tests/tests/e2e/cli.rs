@@ -3,8 +3,31 @@
 
 use anyhow::{Result, ensure};
 use e2e::image::{self, MIB};
+use e2e::run::Outcome;
 use e2e::run::{parse_reports, run_worker};
 use e2e::{tree, truth, workdir};
+use std::path::{Path, PathBuf};
+
+/// A Debian-like root tree under `dir` and a 64 MiB bare ext4 image of it:
+/// `(root, image)`. The root's dpkg database is the ground truth.
+fn debian_disk(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let root = dir.join("root");
+    tree::debian_root(&root)?;
+    let img = image::bare_ext4(dir, "debian.img", &root, 64 * MIB)?;
+    Ok((root, img))
+}
+
+/// `worker scan IMG --format json --output OUT`.
+fn scan_json_to(img: &Path, out: &Path) -> Result<Outcome> {
+    run_worker([
+        "scan".as_ref(),
+        img.as_os_str(),
+        "--format".as_ref(),
+        "json".as_ref(),
+        "--output".as_ref(),
+        out.as_os_str(),
+    ])
+}
 
 #[test]
 fn usage_errors_exit_2() -> Result<()> {
@@ -52,9 +75,7 @@ fn a_missing_or_unreadable_target_exits_1_naming_it() -> Result<()> {
     );
 
     // One good target and one missing: the missing one still fails the run.
-    let root = dir.path().join("root");
-    tree::debian_root(&root)?;
-    let img = image::bare_ext4(dir.path(), "debian.img", &root, 64 * MIB)?;
+    let (_, img) = debian_disk(dir.path())?;
     let outcome = run_worker(["scan".as_ref(), img.as_os_str(), missing.as_os_str()])?;
     ensure!(
         outcome.code == Some(1) && outcome.stderr.contains("no-such-disk.img"),
@@ -67,19 +88,10 @@ fn a_missing_or_unreadable_target_exits_1_naming_it() -> Result<()> {
 #[test]
 fn output_file_gets_the_report_and_stdout_stays_empty() -> Result<()> {
     let dir = workdir()?;
-    let root = dir.path().join("root");
-    tree::debian_root(&root)?;
-    let img = image::bare_ext4(dir.path(), "debian.img", &root, 64 * MIB)?;
+    let (_, img) = debian_disk(dir.path())?;
     let out = dir.path().join("report.json");
 
-    let outcome = run_worker([
-        "scan".as_ref(),
-        img.as_os_str(),
-        "--format".as_ref(),
-        "json".as_ref(),
-        "--output".as_ref(),
-        out.as_os_str(),
-    ])?;
+    let outcome = scan_json_to(&img, &out)?;
     ensure!(outcome.code == Some(0), "{}", outcome.summary());
     ensure!(
         outcome.stdout.is_empty(),
@@ -133,9 +145,7 @@ fn several_targets_give_an_array_of_reports_in_order() -> Result<()> {
 #[test]
 fn table_format_prints_a_table_for_people() -> Result<()> {
     let dir = workdir()?;
-    let root = dir.path().join("root");
-    tree::debian_root(&root)?;
-    let img = image::bare_ext4(dir.path(), "debian.img", &root, 64 * MIB)?;
+    let (_, img) = debian_disk(dir.path())?;
     let outcome = run_worker([
         "scan".as_ref(),
         img.as_os_str(),
@@ -171,18 +181,9 @@ fn table_format_prints_a_table_for_people() -> Result<()> {
 #[test]
 fn show_prints_a_saved_report_as_tables_with_at_most_n_packages() -> Result<()> {
     let dir = workdir()?;
-    let root = dir.path().join("root");
-    tree::debian_root(&root)?;
-    let img = image::bare_ext4(dir.path(), "debian.img", &root, 64 * MIB)?;
+    let (root, img) = debian_disk(dir.path())?;
     let saved = dir.path().join("report.json");
-    let outcome = run_worker([
-        "scan".as_ref(),
-        img.as_os_str(),
-        "--format".as_ref(),
-        "json".as_ref(),
-        "--output".as_ref(),
-        saved.as_os_str(),
-    ])?;
+    let outcome = scan_json_to(&img, &saved)?;
     ensure!(outcome.code == Some(0), "{}", outcome.summary());
     let installed = truth::dpkg_query(&root.join("var/lib/dpkg"))?;
     ensure!(
