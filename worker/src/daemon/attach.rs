@@ -292,6 +292,22 @@ async fn create(ctx: &Ctx, ec2: &aws_sdk_ec2::Client, snapshot: &str) -> Result<
     Ok(volume)
 }
 
+/// `volume` as EC2 describes it now; `None` when it is gone.
+async fn describe_volume(
+    ec2: &aws_sdk_ec2::Client,
+    volume: &str,
+) -> Result<Option<aws_sdk_ec2::types::Volume>, String> {
+    let answer = ec2
+        .describe_volumes()
+        .volume_ids(volume)
+        .send()
+        .await
+        .map_err(|err| format!("describing {volume}: {}", DisplayErrorContext(&err)))?;
+    Ok(answer
+        .volumes
+        .and_then(|volumes| volumes.into_iter().next()))
+}
+
 /// Wait until `volume` is in `state`.
 async fn wait_state(
     ec2: &aws_sdk_ec2::Client,
@@ -300,13 +316,8 @@ async fn wait_state(
 ) -> Result<(), String> {
     let started = Instant::now();
     loop {
-        let answer = ec2
-            .describe_volumes()
-            .volume_ids(volume)
-            .send()
-            .await
-            .map_err(|err| format!("describing {volume}: {}", DisplayErrorContext(&err)))?;
-        let described = answer.volumes().first();
+        let described = describe_volume(ec2, volume).await?;
+        let described = described.as_ref();
         let current = described.and_then(|v| v.state());
         let attached = described
             .map(|v| v.attachments())
@@ -398,13 +409,7 @@ fn by_sysfs(sys_block: &Path, serial: &str) -> Option<PathBuf> {
 /// A reason naming the volume; it stays registered, and the sweep removes
 /// it later if this worker cannot.
 pub async fn cleanup(ctx: &Ctx, ec2: &aws_sdk_ec2::Client, volume: &str) -> Result<(), String> {
-    let described = ec2
-        .describe_volumes()
-        .volume_ids(volume)
-        .send()
-        .await
-        .map_err(|err| format!("describing {volume}: {}", DisplayErrorContext(&err)))?;
-    let Some(current) = described.volumes().first() else {
+    let Some(current) = describe_volume(ec2, volume).await? else {
         ctx.attached.remove(volume);
         return Ok(());
     };
@@ -426,13 +431,7 @@ pub async fn cleanup(ctx: &Ctx, ec2: &aws_sdk_ec2::Client, volume: &str) -> Resu
         wait_state(ec2, volume, VolumeState::Available).await?;
     }
     // Right before the delete: only what carries the ownership tag goes.
-    let tags = ec2
-        .describe_volumes()
-        .volume_ids(volume)
-        .send()
-        .await
-        .map_err(|err| format!("describing {volume}: {}", DisplayErrorContext(&err)))?;
-    let owned = tags.volumes().first().is_some_and(|v| {
+    let owned = describe_volume(ec2, volume).await?.is_some_and(|v| {
         ctx.config
             .settings
             .ownership
