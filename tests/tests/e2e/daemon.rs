@@ -933,8 +933,6 @@ fn attach_mode_reads_the_volume_found_by_its_serial_and_deletes_it() -> Result<(
         owned_volumes_before.is_empty(),
         "no owned volume before: {owned_volumes_before:?}"
     );
-    // The worker's own instance: volumes are attached to it.
-    let instance = world.worker_instance()?;
     let (queue, _) = world.queue(None)?;
     world.enqueue(
         &queue,
@@ -943,33 +941,13 @@ fn attach_mode_reads_the_volume_found_by_its_serial_and_deletes_it() -> Result<(
             job("scan-a", "i-00000000000000a02", &[&alpine, &debian]),
         ],
     )?;
-    let devices = dir.path().join("by-id");
-    std::fs::create_dir(&devices)?;
-    let reports = dir.path().join("reports");
-    let destination = format!("file://{}", reports.display());
-    let mut worker = Worker::start(
-        emulator,
-        &[
-            "--queue-url",
-            &queue,
-            "--report-destination",
-            &destination,
-            "--instance-id",
-            &instance,
-            "--idle-minutes",
-            "0.05",
-            "--read-mode",
-            "attach",
-            "--concurrency",
-            "2",
-            "--device-dir",
-            &devices.display().to_string(),
-        ],
-        &[],
-        dir.path().join("worker.log"),
+    let (worker, linked, reports) = run_attach_worker(
+        &world,
+        dir.path(),
+        &queue,
+        &["--concurrency", "2"],
+        image_of,
     )?;
-    let linked = play_the_kernel(&world, &mut worker, &devices, image_of)?;
-    worker.exits_cleanly()?;
     ensure!(
         linked.len() == 3,
         "one volume per snapshot of each job: {linked:?}"
@@ -998,6 +976,45 @@ fn attach_mode_reads_the_volume_found_by_its_serial_and_deletes_it() -> Result<(
     let (_, snapshots) = world.owned()?;
     ensure!(!snapshots.contains(&debian) && !snapshots.contains(&alpine));
     Ok(())
+}
+
+/// Runs an attach-mode `worker run` on this world's worker instance until
+/// it exits idle, playing the kernel for it (see [`play_the_kernel`]); its
+/// reports go to `dir/reports`, its log to `dir/worker.log`. The exited
+/// worker (for its log), the volumes linked, and the reports directory.
+fn run_attach_worker(
+    world: &World,
+    dir: &Path,
+    queue: &str,
+    extra_args: &[&str],
+    target_of: impl Fn(&str) -> PathBuf,
+) -> Result<(Worker, BTreeSet<String>, PathBuf)> {
+    // The worker's own instance: volumes are attached to it.
+    let instance = world.worker_instance()?;
+    let devices = dir.join("by-id");
+    std::fs::create_dir(&devices)?;
+    let reports = dir.join("reports");
+    let destination = format!("file://{}", reports.display());
+    let device_dir = devices.display().to_string();
+    let mut args = vec![
+        "--queue-url",
+        queue,
+        "--report-destination",
+        &destination,
+        "--instance-id",
+        &instance,
+        "--idle-minutes",
+        "0.05",
+        "--read-mode",
+        "attach",
+        "--device-dir",
+        &device_dir,
+    ];
+    args.extend_from_slice(extra_args);
+    let mut worker = Worker::start(world.emulator, &args, &[], dir.join("worker.log"))?;
+    let linked = play_the_kernel(world, &mut worker, &devices, target_of)?;
+    worker.exits_cleanly()?;
+    Ok((worker, linked, reports))
 }
 
 /// Play the kernel while `worker` runs: when a volume is attached, its
@@ -1097,37 +1114,13 @@ fn attach_mode_mounts_a_filesystem_it_does_not_parse_read_only() -> Result<()> {
     image::mksquashfs(&squash, &tree_root)?;
     let snapshot = upload(emulator, &squash)?;
     let device = LoopDevice::read_only(&squash)?;
-    let instance = world.worker_instance()?;
     let (queue, _) = world.queue(None)?;
     world.enqueue(
         &queue,
         &[job("scan-m", "i-00000000000000b01", &[&snapshot])],
     )?;
-    let devices = dir.path().join("by-id");
-    std::fs::create_dir(&devices)?;
-    let reports = dir.path().join("reports");
-    let destination = format!("file://{}", reports.display());
-    let mut worker = Worker::start(
-        emulator,
-        &[
-            "--queue-url",
-            &queue,
-            "--report-destination",
-            &destination,
-            "--instance-id",
-            &instance,
-            "--idle-minutes",
-            "0.05",
-            "--read-mode",
-            "attach",
-            "--device-dir",
-            &devices.display().to_string(),
-        ],
-        &[],
-        dir.path().join("worker.log"),
-    )?;
-    let linked = play_the_kernel(&world, &mut worker, &devices, |_| device.0.clone())?;
-    worker.exits_cleanly()?;
+    let (worker, linked, reports) =
+        run_attach_worker(&world, dir.path(), &queue, &[], |_| device.0.clone())?;
     ensure!(linked.len() == 1, "{linked:?}");
     let report = report_file(&reports.join("scan-m/i-00000000000000b01.json"), dir.path())?;
     ensure!(report.complete(), "{:?}", report.reasons());
